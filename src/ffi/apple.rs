@@ -1,0 +1,94 @@
+//! IOSurface and CoreFoundation, declared by hand: no `objc2`, no `core-foundation` crate.
+//!
+//! Names follow Apple's headers (`IOSurface/IOSurfaceRef.h`, `IOSurface/IOSurfaceTypes.h`,
+//! `CoreFoundation/CFNumber.h`, `CoreFoundation/CFDictionary.h`).
+
+use core::ffi::c_void;
+
+/// An `IOSurface` object (toll-free bridged with `CFTypeRef`).
+pub type IOSurfaceRef = *mut c_void;
+/// Global identifier of an `IOSurface`.
+pub type IOSurfaceID = u32;
+/// Any CoreFoundation object.
+pub type CFTypeRef = *const c_void;
+/// A CoreFoundation string.
+pub type CFStringRef = *const c_void;
+/// A CoreFoundation number.
+pub type CFNumberRef = *const c_void;
+/// An immutable CoreFoundation dictionary.
+pub type CFDictionaryRef = *const c_void;
+/// A CoreFoundation allocator; null means the default one.
+pub type CFAllocatorRef = *const c_void;
+/// `CFIndex` is `signed long`: 64 bits on every Apple target we build for.
+pub type CFIndex = isize;
+/// `CFNumberType` is declared as a `CFIndex`, not as a 32-bit enum.
+pub type CFNumberType = CFIndex;
+/// Mach status code.
+pub type kern_return_t = i32;
+/// A Mach port name.
+pub type mach_port_t = u32;
+
+/// `kCFNumberSInt64Type`.
+pub const kCFNumberSInt64Type: CFNumberType = 4;
+/// `KERN_SUCCESS`.
+pub const KERN_SUCCESS: kern_return_t = 0;
+/// `MACH_PORT_NULL`.
+pub const MACH_PORT_NULL: mach_port_t = 0;
+
+/// Opaque stand-in for `CFDictionaryKeyCallBacks`: only its address is ever used.
+#[repr(C)]
+pub struct CFDictionaryKeyCallBacks {
+    _opaque: [u8; 0],
+}
+
+/// Opaque stand-in for `CFDictionaryValueCallBacks`: only its address is ever used.
+#[repr(C)]
+pub struct CFDictionaryValueCallBacks {
+    _opaque: [u8; 0],
+}
+
+#[link(name = "IOSurface", kind = "framework")]
+unsafe extern "C" {
+    pub static kIOSurfaceWidth: CFStringRef;
+    pub static kIOSurfaceHeight: CFStringRef;
+    pub static kIOSurfaceBytesPerElement: CFStringRef;
+    pub static kIOSurfaceBytesPerRow: CFStringRef;
+    pub static kIOSurfaceAllocSize: CFStringRef;
+    pub static kIOSurfacePixelFormat: CFStringRef;
+
+    pub fn IOSurfaceCreate(properties: CFDictionaryRef) -> IOSurfaceRef;
+    pub fn IOSurfaceLock(buffer: IOSurfaceRef, options: u32, seed: *mut u32) -> kern_return_t;
+    pub fn IOSurfaceUnlock(buffer: IOSurfaceRef, options: u32, seed: *mut u32) -> kern_return_t;
+    pub fn IOSurfaceGetBaseAddress(buffer: IOSurfaceRef) -> *mut c_void;
+    pub fn IOSurfaceGetAllocSize(buffer: IOSurfaceRef) -> usize;
+    pub fn IOSurfaceGetID(buffer: IOSurfaceRef) -> IOSurfaceID;
+    pub fn IOSurfaceCreateMachPort(buffer: IOSurfaceRef) -> mach_port_t;
+    pub fn IOSurfaceLookupFromMachPort(port: mach_port_t) -> IOSurfaceRef;
+}
+
+#[link(name = "CoreFoundation", kind = "framework")]
+unsafe extern "C" {
+    pub static kCFTypeDictionaryKeyCallBacks: CFDictionaryKeyCallBacks;
+    pub static kCFTypeDictionaryValueCallBacks: CFDictionaryValueCallBacks;
+
+    pub fn CFDictionaryCreate(
+        allocator: CFAllocatorRef,
+        keys: *const *const c_void,
+        values: *const *const c_void,
+        num_values: CFIndex,
+        key_call_backs: *const CFDictionaryKeyCallBacks,
+        value_call_backs: *const CFDictionaryValueCallBacks,
+    ) -> CFDictionaryRef;
+    pub fn CFNumberCreate(
+        allocator: CFAllocatorRef,
+        the_type: CFNumberType,
+        value_ptr: *const c_void,
+    ) -> CFNumberRef;
+    pub fn CFRetain(cf: CFTypeRef) -> CFTypeRef;
+    pub fn CFRelease(cf: CFTypeRef);
+}
+
+unsafe extern "C" {
+    pub static mach_task_self_: mach_port_t;
+    pub fn mach_port_deallocate(task: mach_port_t, name: mach_port_t) -> kern_return_t;
+}

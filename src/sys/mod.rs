@@ -1,0 +1,36 @@
+//! The backends: one file per kind of memory, each giving a `Region` and the same few calls.
+//!
+//! Every backend provides
+//! - `Region`: zeroed, shareable memory of a page-rounded length, released on drop, with
+//!   `create(len)`, `ptr()`, `len()` and `handle()`;
+//! - `Handle`: the native object that `Region::handle` returns;
+//! - `CAN_PIN`, and `lock`/`unlock`/`populate` over a region's pages;
+//! - `page_size()` and `memlock_limit()`.
+//!
+//! `block.rs` holds the policy (what to pin, when to populate) once, over these calls.
+
+#[cfg(all(
+    any(target_os = "linux", target_vendor = "apple"),
+    not(any(miri, loom))
+))]
+mod unix;
+#[cfg(all(
+    any(target_os = "linux", target_vendor = "apple"),
+    not(any(miri, loom))
+))]
+pub(crate) use unix::{memlock_limit, page_size, unlock};
+
+#[cfg(all(target_os = "linux", not(any(miri, loom))))]
+mod linux;
+#[cfg(all(target_os = "linux", not(any(miri, loom))))]
+pub(crate) use linux::{CAN_PIN, Handle, Region, lock, populate};
+
+#[cfg(all(target_vendor = "apple", not(any(miri, loom))))]
+mod apple;
+#[cfg(all(target_vendor = "apple", not(any(miri, loom))))]
+pub(crate) use apple::{CAN_PIN, Handle, Region, lock, populate};
+
+#[cfg(any(miri, loom, not(any(target_os = "linux", target_vendor = "apple"))))]
+mod heap;
+#[cfg(any(miri, loom, not(any(target_os = "linux", target_vendor = "apple"))))]
+pub(crate) use heap::{CAN_PIN, Handle, Region, lock, memlock_limit, page_size, populate, unlock};

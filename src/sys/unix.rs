@@ -1,0 +1,50 @@
+//! What the Linux and Apple backends share: page size, the memory-lock limit, `mlock`.
+
+use crate::ffi::posix;
+use core::ptr::NonNull;
+use std::io;
+
+/// The size of a page, which every block's length and address are multiples of.
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions; _SC_PAGESIZE is a valid name on both platforms.
+    let size = unsafe { posix::sysconf(posix::_SC_PAGESIZE) };
+    assert!(
+        size > 0 && (size as usize).is_power_of_two(),
+        "sysconf(_SC_PAGESIZE) returned {size}, not a page size"
+    );
+    size as usize
+}
+
+/// The soft `RLIMIT_MEMLOCK` in bytes, or `None` when it is unlimited or cannot be read.
+pub(crate) fn memlock_limit() -> Option<u64> {
+    let mut limit = posix::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable `struct rlimit`.
+    let rc = unsafe { posix::getrlimit(posix::RLIMIT_MEMLOCK, &mut limit) };
+    (rc == 0 && limit.rlim_cur != posix::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// Locks `len` bytes at `ptr` in RAM, faulting every page in.
+pub(crate) fn mlock(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: mlock only changes page attributes; any address range is allowed (an unmapped
+    // one fails with ENOMEM), and callers pass a region they own.
+    check(unsafe { posix::mlock(ptr.as_ptr().cast(), len) })
+}
+
+/// Releases a lock taken by `lock`. Errors are ignored: this runs on drop, where the pages are
+/// about to be released anyway.
+pub(crate) fn unlock(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: as for mlock: it only changes page attributes of a region the caller owns.
+    unsafe { posix::munlock(ptr.as_ptr().cast(), len) };
+}
+
+/// Turns a `0 / -1 and errno` return into an `io::Result`.
+pub(crate) fn check(rc: core::ffi::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

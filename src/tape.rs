@@ -1,0 +1,1 @@
+//! [`Tape`]: the lock-free bump allocator over a [`Block`](crate::Block). (Being written.)
