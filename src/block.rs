@@ -185,7 +185,7 @@ impl Block {
             Pinning::BestEffort => sys::lock(ptr, len, options.warm).is_ok(),
         };
         // Locking with `warm` already brought every page in; otherwise bring them in here.
-        if options.warm && !pinned && sys::populate(ptr, len, false).is_err() {
+        if options.warm && !pinned && sys::populate(&region, false).is_err() {
             // The kernel cannot populate for us (old Linux, a wire limit on macOS, the portable
             // backend): fault the pages in by reading one byte of each. Nothing in this process
             // has the block yet, and reads change nothing a peer process may have written.
@@ -200,8 +200,8 @@ impl Block {
 
     /// The backend's memory, for the platform-specific parts of `Block`'s API.
     #[cfg_attr(
-        not(target_os = "linux"),
-        allow(dead_code, reason = "used by Linux only for now")
+        any(miri, loom, not(any(target_os = "linux", target_vendor = "apple"))),
+        allow(dead_code, reason = "the portable backend has nothing to share")
     )]
     pub(crate) fn region(&self) -> &sys::Region {
         &self.region
@@ -221,6 +221,11 @@ impl Block {
     }
 
     /// Usable length in bytes: what was asked for, rounded up to whole pages.
+    ///
+    /// A block mapped from another process has the length of what was shared: the sender's
+    /// `len()` when the sender is a `Block`, and otherwise the memfd's size (Linux, which may
+    /// not be a whole number of pages: see `Block::from_fd`) or the IOSurface's allocation
+    /// size (macOS). See [`share`](crate::share).
     #[inline]
     #[allow(clippy::len_without_is_empty, reason = "a Block is never empty")]
     pub fn len(&self) -> usize {
@@ -252,7 +257,7 @@ impl Block {
     /// backend, which can only warm a block as it opens it ([`OpenOptions::warm`]), and on
     /// Linux older than 5.14 for an unpinned block.
     pub fn warm(&self) -> Result<(), Error> {
-        sys::populate(self.region.ptr(), self.len(), self.pinned)
+        sys::populate(&self.region, self.pinned)
     }
 
     /// Where `ptr` lies in this block, as an offset from [`as_ptr`](Block::as_ptr): what a

@@ -46,9 +46,11 @@ pub enum Error {
         /// What the operating system answered.
         source: io::Error,
     },
-    /// A file descriptor offered to [`Block::from_fd`](crate::Block) cannot be mapped safely.
+    /// Memory another process offered cannot be mapped safely: a descriptor given to
+    /// `Block::from_fd` (Linux) or a surface or mach port given to `Block::from_surface` or
+    /// `Block::from_mach_port` (macOS). See [`share`](crate::share).
     NotShareable {
-        /// What is wrong with it, and what the sender should do instead.
+        /// What is wrong with it, and what the sender should send instead.
         reason: &'static str,
     },
     /// This platform or kernel cannot do what was asked.
@@ -98,7 +100,10 @@ impl fmt::Display for Error {
             }
             Error::Os { call, source } => write!(f, "{call} failed: {source}"),
             Error::NotShareable { reason } => {
-                write!(f, "this file descriptor cannot be mapped safely: {reason}")
+                write!(
+                    f,
+                    "the shared memory offered cannot be mapped safely: {reason}"
+                )
             }
             Error::Unsupported { what } => f.write_str(what),
         }

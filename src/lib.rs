@@ -7,6 +7,7 @@ mod block;
 mod error;
 mod ffi;
 mod grid;
+pub mod share;
 mod sync;
 mod sys;
 mod tape;

@@ -1,4 +1,5 @@
-//! Linux-only calls: memfd, file sealing, shared mapping, lock-on-fault, page population.
+//! Linux-only calls: memfd, file sealing, shared mapping, lock-on-fault, page population, and
+//! passing descriptors over a Unix socket (`SCM_RIGHTS`).
 
 use core::ffi::{c_char, c_int, c_uint, c_void};
 
@@ -14,6 +15,10 @@ pub const MAP_SHARED: c_int = 1;
 /// What `mmap` returns on failure.
 pub const MAP_FAILED: *mut c_void = !0 as *mut c_void;
 
+/// `EPERM`: not permitted (a seal forbids it, or the descriptor lacks write access).
+pub const EPERM: c_int = 1;
+/// `EBADF`: the descriptor does not allow this operation (an `O_PATH` descriptor).
+pub const EBADF: c_int = 9;
 /// `EINVAL`.
 pub const EINVAL: c_int = 22;
 
@@ -21,6 +26,16 @@ pub const EINVAL: c_int = 22;
 pub const MFD_CLOEXEC: c_uint = 0x0001;
 /// `memfd_create`: allow `F_ADD_SEALS` on the descriptor.
 pub const MFD_ALLOW_SEALING: c_uint = 0x0002;
+
+/// `fcntl` command: read the file status flags, among them the access mode.
+pub const F_GETFL: c_int = 3;
+/// The access-mode bits of the file status flags (the kernel's value; musl's `O_ACCMODE`
+/// also covers `O_PATH`).
+pub const O_ACCMODE: c_int = 0o3;
+/// Access mode: read only.
+pub const O_RDONLY: c_int = 0o0;
+/// Access mode: write only.
+pub const O_WRONLY: c_int = 0o1;
 
 /// `fcntl` command: add seals.
 pub const F_ADD_SEALS: c_int = 1033;
@@ -44,11 +59,124 @@ pub const MADV_POPULATE_READ: c_int = 22;
 /// `madvise`: fault every page in, writable, without changing it (Linux 5.14).
 pub const MADV_POPULATE_WRITE: c_int = 23;
 
-/// `lseek` whence: relative to the end of the file.
-pub const SEEK_END: c_int = 2;
-
 /// `ENOSYS`: the kernel lacks the call.
 pub const ENOSYS: c_int = 38;
+
+/// `struct stat`, reduced to the one field we read: `st_size`, at byte 48 on every layout
+/// below. The other fields are opaque padding, so that the kernel can fill the whole struct.
+///
+/// Two layouts exist among the architectures declared here: x86_64's own (144 bytes) and the
+/// generic one of `asm-generic/stat.h` that aarch64, riscv64 and loongarch64 share (128 bytes).
+/// `ffi/tests.rs` checks size, alignment and the offset of `st_size` against `libc` at
+/// compile time, for whichever target it is built for.
+#[repr(C)]
+pub struct stat {
+    _before_size: [u64; 6],
+    /// Size of the file in bytes.
+    pub st_size: off_t,
+    _after_size: [u64; STAT_WORDS_AFTER_SIZE],
+}
+
+#[cfg(target_arch = "x86_64")]
+const STAT_WORDS_AFTER_SIZE: usize = (144 - 56) / 8;
+#[cfg(any(
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+))]
+const STAT_WORDS_AFTER_SIZE: usize = (128 - 56) / 8;
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+)))]
+compile_error!(
+    "unimem's Linux backend declares `struct stat` for x86_64, aarch64, riscv64 and loongarch64 \
+     only; add this architecture's layout to src/ffi/linux.rs (checked by src/ffi/tests.rs)"
+);
+
+impl stat {
+    /// A zeroed buffer for `fstat` to fill.
+    pub const fn zeroed() -> stat {
+        stat {
+            _before_size: [0; 6],
+            st_size: 0,
+            _after_size: [0; STAT_WORDS_AFTER_SIZE],
+        }
+    }
+}
+
+/// Socket option level for the socket layer itself (`SOL_SOCKET`).
+pub const SOL_SOCKET: c_int = 1;
+/// Control message type: descriptors being passed.
+pub const SCM_RIGHTS: c_int = 1;
+/// Control message type: a pidfd of the sender, attached by the kernel when the receiving
+/// socket has `SO_PASSPIDFD` (Linux 6.5). From `include/linux/socket.h`; `libc` lacks it, so
+/// `tests/share.rs` checks it by behaviour (no pidfd leaks from such a socket).
+pub const SCM_PIDFD: c_int = 4;
+/// `recvmsg` flag: received descriptors are close-on-exec.
+pub const MSG_CMSG_CLOEXEC: c_int = 0x4000_0000;
+/// `recvmsg` result flag: the control buffer was too small, some control data was dropped.
+pub const MSG_CTRUNC: c_int = 0x8;
+/// `sendmsg` flag: report a closed peer as `EPIPE` instead of raising `SIGPIPE`.
+pub const MSG_NOSIGNAL: c_int = 0x4000;
+
+/// `struct iovec`.
+#[repr(C)]
+pub struct iovec {
+    /// Start of the buffer.
+    pub iov_base: *mut c_void,
+    /// Its length.
+    pub iov_len: usize,
+}
+
+/// `struct msghdr` as the kernel reads it (`size_t` lengths; musl's `int` plus padding has the
+/// same layout on little-endian targets).
+#[repr(C)]
+pub struct msghdr {
+    /// Peer address: unused on a connected stream.
+    pub msg_name: *mut c_void,
+    /// Its length.
+    pub msg_namelen: u32,
+    /// Data buffers.
+    pub msg_iov: *mut iovec,
+    /// How many.
+    pub msg_iovlen: usize,
+    /// Control (ancillary) data buffer.
+    pub msg_control: *mut c_void,
+    /// Its length; `recvmsg` sets it to the length used.
+    pub msg_controllen: usize,
+    /// Flags `recvmsg` reports, such as `MSG_CTRUNC`.
+    pub msg_flags: c_int,
+}
+
+/// `struct cmsghdr`: the header of each control message; its data follows, aligned.
+#[repr(C)]
+pub struct cmsghdr {
+    /// Header plus data, without trailing padding (`CMSG_LEN`).
+    pub cmsg_len: usize,
+    /// Originating protocol, `SOL_SOCKET` here.
+    pub cmsg_level: c_int,
+    /// Type within the protocol, such as `SCM_RIGHTS`.
+    pub cmsg_type: c_int,
+}
+
+/// `CMSG_ALIGN`: control messages are aligned to `size_t`.
+pub const fn cmsg_align(len: usize) -> usize {
+    (len + size_of::<usize>() - 1) & !(size_of::<usize>() - 1)
+}
+
+/// `CMSG_LEN`: the `cmsg_len` of a message with `data` bytes, and the offset at which the
+/// data begins is `cmsg_len(0)` (`CMSG_DATA`).
+pub const fn cmsg_len(data: usize) -> usize {
+    cmsg_align(size_of::<cmsghdr>()) + data
+}
+
+/// `CMSG_SPACE`: the room a message with `data` bytes takes in a control buffer.
+pub const fn cmsg_space(data: usize) -> usize {
+    cmsg_align(size_of::<cmsghdr>()) + cmsg_align(data)
+}
 
 unsafe extern "C" {
     pub fn mmap(
@@ -63,7 +191,9 @@ unsafe extern "C" {
     pub fn memfd_create(name: *const c_char, flags: c_uint) -> c_int;
     pub fn ftruncate(fd: c_int, len: off_t) -> c_int;
     pub fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
-    pub fn lseek(fd: c_int, offset: off_t, whence: c_int) -> off_t;
+    pub fn fstat(fd: c_int, buf: *mut stat) -> c_int;
     pub fn mlock2(addr: *const c_void, len: usize, flags: c_uint) -> c_int;
     pub fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int;
+    pub fn sendmsg(socket: c_int, message: *const msghdr, flags: c_int) -> isize;
+    pub fn recvmsg(socket: c_int, message: *mut msghdr, flags: c_int) -> isize;
 }

@@ -44,9 +44,80 @@ fn linux_constants_match_libc() {
     assert_eq!(linux::F_SEAL_GROW, libc::F_SEAL_GROW);
     assert_eq!(linux::F_SEAL_WRITE, libc::F_SEAL_WRITE);
     assert_eq!(linux::F_SEAL_FUTURE_WRITE, libc::F_SEAL_FUTURE_WRITE);
-    assert_eq!(linux::MLOCK_ONFAULT as i32, libc::MLOCK_ONFAULT);
+    // libc has declared it as both c_int and c_uint over time.
+    assert_eq!(linux::MLOCK_ONFAULT as i64, libc::MLOCK_ONFAULT as i64);
     assert_eq!(linux::MADV_POPULATE_READ, libc::MADV_POPULATE_READ);
     assert_eq!(linux::MADV_POPULATE_WRITE, libc::MADV_POPULATE_WRITE);
-    assert_eq!(linux::SEEK_END, libc::SEEK_END);
     assert_eq!(linux::ENOSYS, libc::ENOSYS);
+    assert_eq!(linux::EPERM, libc::EPERM);
+    assert_eq!(linux::EBADF, libc::EBADF);
+    assert_eq!(linux::F_GETFL, libc::F_GETFL);
+    assert_eq!(linux::O_RDONLY, libc::O_RDONLY);
+    assert_eq!(linux::O_WRONLY, libc::O_WRONLY);
+    assert_eq!(
+        linux::O_ACCMODE,
+        libc::O_RDONLY | libc::O_WRONLY | libc::O_RDWR
+    );
+    #[cfg(target_env = "gnu")]
+    assert_eq!(linux::O_ACCMODE, libc::O_ACCMODE);
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn linux_socket_constants_match_libc() {
+    use super::linux;
+    assert_eq!(linux::SOL_SOCKET, libc::SOL_SOCKET);
+    assert_eq!(linux::SCM_RIGHTS, libc::SCM_RIGHTS);
+    assert_eq!(linux::MSG_CMSG_CLOEXEC, libc::MSG_CMSG_CLOEXEC);
+    assert_eq!(linux::MSG_CTRUNC, libc::MSG_CTRUNC);
+    assert_eq!(linux::MSG_NOSIGNAL, libc::MSG_NOSIGNAL);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn cmsg_arithmetic_matches_libc() {
+    use super::linux;
+    for data in [0, 1, 4, 7, 8, 12, 16, 100, 4 * 253] {
+        let libc_len = data as core::ffi::c_uint;
+        // SAFETY: CMSG_LEN and CMSG_SPACE are pure arithmetic on their argument.
+        let (len, space) = unsafe { (libc::CMSG_LEN(libc_len), libc::CMSG_SPACE(libc_len)) };
+        assert_eq!(linux::cmsg_len(data), len as usize, "CMSG_LEN({data})");
+        assert_eq!(
+            linux::cmsg_space(data),
+            space as usize,
+            "CMSG_SPACE({data})"
+        );
+    }
+}
+
+/// The layouts, checked at compile time so that building the tests for another target
+/// (`cargo check --lib --tests --target aarch64-unknown-linux-gnu`) checks that target's.
+#[cfg(target_os = "linux")]
+const _: () = {
+    use super::linux;
+
+    assert!(size_of::<linux::stat>() == size_of::<libc::stat>());
+    assert!(align_of::<linux::stat>() == align_of::<libc::stat>());
+    assert!(offset_of!(linux::stat, st_size) == offset_of!(libc::stat, st_size));
+
+    assert!(size_of::<linux::iovec>() == size_of::<libc::iovec>());
+    assert!(align_of::<linux::iovec>() == align_of::<libc::iovec>());
+    assert!(offset_of!(linux::iovec, iov_base) == offset_of!(libc::iovec, iov_base));
+    assert!(offset_of!(linux::iovec, iov_len) == offset_of!(libc::iovec, iov_len));
+
+    assert!(size_of::<linux::msghdr>() == size_of::<libc::msghdr>());
+    assert!(align_of::<linux::msghdr>() == align_of::<libc::msghdr>());
+    assert!(offset_of!(linux::msghdr, msg_name) == offset_of!(libc::msghdr, msg_name));
+    assert!(offset_of!(linux::msghdr, msg_namelen) == offset_of!(libc::msghdr, msg_namelen));
+    assert!(offset_of!(linux::msghdr, msg_iov) == offset_of!(libc::msghdr, msg_iov));
+    assert!(offset_of!(linux::msghdr, msg_iovlen) == offset_of!(libc::msghdr, msg_iovlen));
+    assert!(offset_of!(linux::msghdr, msg_control) == offset_of!(libc::msghdr, msg_control));
+    assert!(offset_of!(linux::msghdr, msg_controllen) == offset_of!(libc::msghdr, msg_controllen));
+    assert!(offset_of!(linux::msghdr, msg_flags) == offset_of!(libc::msghdr, msg_flags));
+
+    assert!(size_of::<linux::cmsghdr>() == size_of::<libc::cmsghdr>());
+    assert!(align_of::<linux::cmsghdr>() == align_of::<libc::cmsghdr>());
+    assert!(offset_of!(linux::cmsghdr, cmsg_len) == offset_of!(libc::cmsghdr, cmsg_len));
+    assert!(offset_of!(linux::cmsghdr, cmsg_level) == offset_of!(libc::cmsghdr, cmsg_level));
+    assert!(offset_of!(linux::cmsghdr, cmsg_type) == offset_of!(libc::cmsghdr, cmsg_type));
+};

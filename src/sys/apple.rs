@@ -111,6 +111,57 @@ impl Region {
         Region::lock_surface(surface, len)
     }
 
+    /// Adopts a surface made elsewhere, taking a reference of our own to it.
+    ///
+    /// # Safety
+    /// `surface` is a valid `IOSurfaceRef`.
+    pub(crate) unsafe fn from_surface(surface: ffi::IOSurfaceRef) -> Result<Region, Error> {
+        // SAFETY: the caller promises a valid IOSurface; CFRetain gives us our own reference,
+        // so the caller's stays theirs to release.
+        let retained = unsafe { ffi::CFRetain(surface.cast_const()) };
+        Region::adopt_surface(Owned::new(retained, "CFRetain")?)
+    }
+
+    /// Looks up the surface a mach port (a send right made by `IOSurfaceCreateMachPort`)
+    /// names. The port stays the caller's.
+    pub(crate) fn from_mach_port(port: ffi::mach_port_t) -> Result<Region, Error> {
+        // SAFETY: any port name may be passed; one that names no IOSurface gives NULL. The
+        // surface returned carries a reference that is ours (`Owned` releases it once).
+        let surface = unsafe { ffi::IOSurfaceLookupFromMachPort(port) };
+        if surface.is_null() {
+            return Err(Error::NotShareable {
+                reason: "the mach port does not name an IOSurface (IOSurfaceLookupFromMachPort \
+                         returned NULL): send the port that `Block::mach_port` gives",
+            });
+        }
+        Region::adopt_surface(Owned(surface.cast_const()))
+    }
+
+    /// A new send right to this surface, for another process to look it up with.
+    pub(crate) fn mach_port(&self) -> Result<ffi::mach_port_t, Error> {
+        // SAFETY: the surface is live while `self` is.
+        let port = unsafe { ffi::IOSurfaceCreateMachPort(self.handle()) };
+        if port == ffi::MACH_PORT_NULL {
+            return Err(Error::Os {
+                call: "IOSurfaceCreateMachPort",
+                source: io::Error::other("IOSurfaceCreateMachPort returned MACH_PORT_NULL"),
+            });
+        }
+        Ok(port)
+    }
+
+    /// Locks an adopted surface and maps all of it: its whole allocation is the block.
+    fn adopt_surface(surface: Owned) -> Result<Region, Error> {
+        // SAFETY: `surface` is a live IOSurface; its size is known without locking it.
+        let len = unsafe { ffi::IOSurfaceGetAllocSize(surface.0.cast_mut()) };
+        if len == 0 {
+            return Err(Error::NotShareable {
+                reason: "the IOSurface has no bytes (its allocation size is 0)",
+            });
+        }
+        Region::lock_surface(surface, len)
+    }
+
     /// Locks `surface` for CPU access and checks it spans at least `len` bytes.
     fn lock_surface(surface: Owned, len: usize) -> Result<Region, Error> {
         let raw = surface.0.cast_mut();
@@ -177,7 +228,8 @@ pub(crate) fn lock(ptr: NonNull<u8>, len: usize, _now: bool) -> io::Result<()> {
 
 /// Brings every page in through the kernel, without touching a byte: wiring populates, and
 /// an unpinned block is unwired again right after.
-pub(crate) fn populate(ptr: NonNull<u8>, len: usize, pinned: bool) -> Result<(), Error> {
+pub(crate) fn populate(region: &Region, pinned: bool) -> Result<(), Error> {
+    let (ptr, len) = (region.ptr, region.len);
     unix::mlock(ptr, len).map_err(|source| Error::Os {
         call: "mlock",
         source,
@@ -188,14 +240,23 @@ pub(crate) fn populate(ptr: NonNull<u8>, len: usize, pinned: bool) -> Result<(),
     Ok(())
 }
 
+/// Gives up one send right to a mach port, as `MachPort`'s drop does.
+pub(crate) fn deallocate_port(port: ffi::mach_port_t) {
+    // SAFETY: `mach_task_self_` is set up by the system before any Rust code runs; the caller
+    // owns one send right to `port` and gives it up here. A failure leaves at worst a right
+    // that nobody uses, which is not worth a panic in a destructor.
+    unsafe { ffi::mach_port_deallocate(ffi::mach_task_self_, port) };
+}
+
 // The Apple face of `Block`.
 
 impl crate::Block {
     /// The global `IOSurfaceID` of the surface behind this block.
     ///
-    /// Prefer [`handle`](crate::Block::handle) within a process and a mach port across
-    /// processes: looking a surface up by ID works only for global surfaces, and unimem does
-    /// not make them (Apple deprecated `kIOSurfaceIsGlobal` as insecure).
+    /// Prefer [`handle`](crate::Block::handle) within a process and a
+    /// [`mach_port`](crate::Block::mach_port) across processes: looking a surface up by ID
+    /// works only for global surfaces, and unimem does not make them (Apple deprecated
+    /// `kIOSurfaceIsGlobal` as insecure).
     pub fn id(&self) -> u32 {
         // SAFETY: the surface is live while the block is.
         unsafe { ffi::IOSurfaceGetID(self.handle()) }

@@ -80,7 +80,7 @@ pub(crate) fn lock(_: NonNull<u8>, _: usize, _: bool) -> io::Result<()> {
 /// Never called: nothing is ever locked here.
 pub(crate) fn unlock(_: NonNull<u8>, _: usize) {}
 
-pub(crate) fn populate(_: NonNull<u8>, _: usize, _: bool) -> Result<(), Error> {
+pub(crate) fn populate(_: &Region, _: bool) -> Result<(), Error> {
     Err(Error::Unsupported {
         what: "the portable backend cannot make pages resident without writing them, which \
                could race with users of the block; it promises nothing about residency",

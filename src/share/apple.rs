@@ -1,0 +1,152 @@
+//! Adopting an IOSurface, and sharing one through a mach port.
+
+use crate::block::{Block, Handle, OpenOptions};
+use crate::error::Error;
+use crate::sys::{Region, deallocate_port};
+use core::mem::ManuallyDrop;
+
+/// A send right to a mach port that names a block's IOSurface: what another process needs to
+/// map the same memory, on macOS and iOS.
+///
+/// Made by [`Block::mach_port`], turned back into a block by [`Block::from_mach_port`]. It
+/// travels between processes in a mach message (as a port descriptor) or an XPC message
+/// (`xpc_dictionary_set_mach_send` / `xpc_dictionary_copy_mach_send`); take the raw name out
+/// with [`into_raw`](MachPort::into_raw) to send it, and wrap a received one with
+/// [`from_raw`](MachPort::from_raw).
+///
+/// It owns one user reference to the send right and gives it up (`mach_port_deallocate`)
+/// when dropped. The surface stays alive while any process holds a port or a block for it.
+#[derive(Debug)]
+pub struct MachPort {
+    name: u32,
+}
+
+impl MachPort {
+    /// The port's name in this task (`mach_port_t`), still owned by `self`.
+    #[inline]
+    pub fn as_raw(&self) -> u32 {
+        self.name
+    }
+
+    /// The port's name, whose send right the caller now owns (and must deallocate, or move
+    /// into a message).
+    #[inline]
+    pub fn into_raw(self) -> u32 {
+        ManuallyDrop::new(self).name
+    }
+
+    /// Takes ownership of a send right, such as one received in a mach or XPC message.
+    ///
+    /// # Safety
+    /// `name` is a send right of this task that the caller owns one user reference to, and
+    /// gives to the `MachPort`: it is deallocated when the `MachPort` drops, so nothing else
+    /// may deallocate that reference.
+    #[inline]
+    pub unsafe fn from_raw(name: u32) -> MachPort {
+        MachPort { name }
+    }
+}
+
+impl Drop for MachPort {
+    fn drop(&mut self) {
+        deallocate_port(self.name);
+    }
+}
+
+impl Block {
+    /// Adopts an IOSurface made elsewhere (a Neural Engine output, a video frame, a Metal
+    /// texture's backing), with [`OpenOptions::new`]'s defaults. See
+    /// [`OpenOptions::open_surface`].
+    ///
+    /// # Safety
+    /// As for [`OpenOptions::open_surface`]: `surface` is a valid `IOSurfaceRef`, and nothing
+    /// else touches what safe code reaches through the block. The block retains the surface,
+    /// so the caller may release its own reference at any time.
+    ///
+    /// # Errors
+    /// As for [`OpenOptions::open_surface`].
+    pub unsafe fn from_surface(surface: Handle) -> Result<Block, Error> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { OpenOptions::new().open_surface(surface) }
+    }
+
+    /// A new send right to this block's surface, for another process to map it with
+    /// [`Block::from_mach_port`]. See [`MachPort`].
+    ///
+    /// # Errors
+    /// [`Error::Os`] when `IOSurfaceCreateMachPort` fails (the task is out of port names).
+    ///
+    /// ```
+    /// let block = unimem::Block::open(4096)?;
+    /// let port = block.mach_port()?; // send `port.into_raw()` in a mach or XPC message
+    /// // SAFETY: both blocks are used only through their unsafe views (here: not at all).
+    /// let same = unsafe { unimem::Block::from_mach_port(&port)? };
+    /// assert_eq!(same.len(), block.len());
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn mach_port(&self) -> Result<MachPort, Error> {
+        Ok(MachPort {
+            name: self.region().mach_port()?,
+        })
+    }
+
+    /// Maps the IOSurface a mach port names (one made by [`Block::mach_port`], in this process
+    /// or another), with [`OpenOptions::new`]'s defaults. The port stays the caller's.
+    ///
+    /// # Safety
+    /// As for [`OpenOptions::open_mach_port`].
+    ///
+    /// # Errors
+    /// As for [`OpenOptions::open_mach_port`].
+    pub unsafe fn from_mach_port(port: &MachPort) -> Result<Block, Error> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { OpenOptions::new().open_mach_port(port) }
+    }
+}
+
+impl OpenOptions {
+    /// Adopts an IOSurface made elsewhere, with these options.
+    ///
+    /// The block takes a reference of its own to the surface and locks it for CPU access;
+    /// dropping the block unlocks and releases it, leaving the caller's reference alone. The
+    /// block spans the surface's whole allocation (`IOSurfaceGetAllocSize`), which for an
+    /// image includes any row padding.
+    ///
+    /// Blocks over the same surface in one process share one mapping, and pinning (`mlock`)
+    /// is not counted: when one of them drops, the pages are no longer pinned for the others.
+    ///
+    /// # Safety
+    /// `surface` is a valid `IOSurfaceRef`, and the caller keeps the promise that
+    /// [`open_mach_port`](OpenOptions::open_mach_port) asks for: the surface is mapped by
+    /// whoever made it too.
+    ///
+    /// # Errors
+    /// [`Error::NotShareable`] for a surface of zero bytes; [`Error::Os`] when the surface
+    /// cannot be locked; [`Error::PinRefused`] as for [`Block::open`].
+    pub unsafe fn open_surface(&self, surface: Handle) -> Result<Block, Error> {
+        // SAFETY: the caller promises a valid IOSurfaceRef.
+        let region = unsafe { Region::from_surface(surface) }?;
+        Block::adopt(region, self)
+    }
+
+    /// Maps the IOSurface a mach port names, with these options. See
+    /// [`open_surface`](OpenOptions::open_surface) for what the block holds.
+    ///
+    /// # Safety
+    /// The block is one more view of a surface that others map too: the process that made
+    /// the port, and every other block of the same surface, which in this process is the very
+    /// same mapping. `Block`'s own views are `unsafe` and say per call what must hold; but
+    /// safe code built on a block, such as [`Tape::on`](crate::Tape::on), hands out plain
+    /// references into it, and Rust assumes that nothing else changes the bytes behind a
+    /// reference. So the caller promises that, while the block lives, no other holder of the
+    /// surface writes bytes that safe code in this process reaches through it, nor touches
+    /// bytes that such code writes; and never two tapes (or a tape and a grid) over one
+    /// surface in one process.
+    ///
+    /// # Errors
+    /// [`Error::NotShareable`] when the port names no IOSurface; otherwise as for
+    /// [`open_surface`](OpenOptions::open_surface).
+    pub unsafe fn open_mach_port(&self, port: &MachPort) -> Result<Block, Error> {
+        Block::adopt(Region::from_mach_port(port.name)?, self)
+    }
+}

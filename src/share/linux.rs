@@ -1,0 +1,238 @@
+//! Mapping a memfd that another process sent, read-write or read-only.
+
+use crate::block::{Block, Handle, OpenOptions};
+use crate::error::Error;
+use crate::sys::{Access, Region};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+impl Block {
+    /// Maps a memfd that another process created and passed over (`SCM_RIGHTS` with
+    /// [`recv_fd`](crate::share::recv_fd), inheritance, `pidfd_getfd`), with
+    /// [`OpenOptions::new`]'s defaults. Both processes then see the same bytes.
+    ///
+    /// Nothing about the descriptor is trusted. It must be a memfd sealed against shrinking,
+    /// or one this process may seal now (made with `MFD_ALLOW_SEALING`, seals not sealed), in
+    /// which case `F_SEAL_SHRINK` is added to it: from then on no process can truncate the
+    /// file under the mapping, which would raise SIGBUS on the next touch. The size is read
+    /// after that, so it cannot shrink between reading and mapping. Growing is not sealed: it
+    /// cannot hurt a mapping of the size read.
+    ///
+    /// [`len`](Block::len) is the file's size, which is the sender's `len()` when the sender
+    /// is a `Block`. A memfd from another source may have a size that is not a whole number of
+    /// pages; `len` is then that size exactly (the rest of the last page is mapped but not
+    /// part of the block). The sender chooses the size: check `len` before touching all of it
+    /// if the sender is not trusted, and do not open such a block warm.
+    ///
+    /// A consumer that only reads is better served by a [`ReadOnlyBlock`], which is safe to
+    /// make.
+    ///
+    /// # Safety
+    /// The block is one more mapping of memory that others map too: the process that sent the
+    /// descriptor, and every other block made from the same memfd, in this process or another.
+    /// `Block`'s own views are `unsafe` and say per call what must hold; but safe code built
+    /// on a block, such as [`Tape::on`](crate::Tape::on), hands out plain references into it,
+    /// and Rust assumes that nothing else changes the bytes behind a reference.
+    ///
+    /// So the caller promises that, while the block lives, no other mapping writes bytes that
+    /// safe code in this process reaches through it, nor touches bytes that such code writes.
+    /// Using the block only through its `unsafe` views keeps this by their contracts. A tape
+    /// on it needs an agreement with every other holder of the memory about who touches which
+    /// bytes when, and there must never be two tapes (or a tape and a grid) over the same
+    /// memory in one process: mapping a block of this process again with `from_fd` gives a
+    /// second, aliasing view of it.
+    ///
+    /// # Errors
+    /// [`Error::NotShareable`] for a regular file, a pipe, a socket, a memfd that can be
+    /// truncated and not sealed (made without `MFD_ALLOW_SEALING`), an empty memfd, a memfd
+    /// sealed against writing (open it with
+    /// [`open_fd_read_only`](OpenOptions::open_fd_read_only) instead) and a descriptor opened
+    /// read-only; each message says what the sender should do. [`Error::PinRefused`] and
+    /// [`Error::Os`] as for [`Block::open`].
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use unimem::{Block, share};
+    ///
+    /// let (here, there) = UnixStream::pair()?; // two ends, normally in two processes
+    /// let block = Block::open(4096)?;
+    /// // SAFETY: nothing else uses the block yet.
+    /// unsafe { block.as_mut_slice()[..5].copy_from_slice(b"hello") };
+    /// share::send_fd(&here, &block)?;
+    ///
+    /// // SAFETY: both blocks are used only through their unsafe views, one side at a time.
+    /// let mapped = unsafe { Block::from_fd(share::recv_fd(&there)?)? };
+    /// assert_eq!(mapped.len(), block.len());
+    /// // SAFETY: nobody writes to the block while this view lives.
+    /// assert_eq!(unsafe { &mapped.as_slice()[..5] }, b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub unsafe fn from_fd(fd: OwnedFd) -> Result<Block, Error> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { OpenOptions::new().open_fd(fd) }
+    }
+
+    /// A new descriptor for the memfd behind this block, close-on-exec, to hand to another
+    /// process or keep after the block is gone.
+    ///
+    /// [`send_fd`](crate::share::send_fd) needs no clone (it borrows the block's own); this
+    /// is for handing over ownership, as to `std::process::Command` plumbing or another
+    /// library. A process started with `exec` does not inherit it unless its `FD_CLOEXEC` flag
+    /// is cleared in the child; sending it over a socket is usually simpler.
+    ///
+    /// # Errors
+    /// What `fcntl(F_DUPFD_CLOEXEC)` answers, typically `EMFILE` when the process is out of
+    /// descriptors.
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        self.as_fd().try_clone_to_owned()
+    }
+}
+
+impl OpenOptions {
+    /// Maps a memfd that another process sent, with these options. See [`Block::from_fd`]
+    /// for what is checked.
+    ///
+    /// Pinning and warming work as for [`open`](OpenOptions::open). Each process pins its own
+    /// mapping, and the pages count against each one's memory-lock limit.
+    ///
+    /// # Safety
+    /// As for [`Block::from_fd`]: nothing outside the block changes or reads bytes that safe
+    /// code reaches through it while it does.
+    ///
+    /// # Errors
+    /// As for [`Block::from_fd`].
+    pub unsafe fn open_fd(&self, fd: OwnedFd) -> Result<Block, Error> {
+        Block::adopt(Region::from_fd(fd, Access::ReadWrite)?, self)
+    }
+
+    /// Maps a memfd that another process sent without write access, with these options. See
+    /// [`ReadOnlyBlock`] and [`Block::from_fd`].
+    ///
+    /// This is the only way to map a memfd sealed against writing (`F_SEAL_WRITE`,
+    /// `F_SEAL_FUTURE_WRITE`), or a descriptor opened read-only. It is safe, unlike
+    /// [`open_fd`](OpenOptions::open_fd), because a read-only block hands out no references:
+    /// every read of it is `unsafe` and carries its own contract.
+    ///
+    /// # Errors
+    /// As for [`Block::from_fd`], except that write seals and read-only descriptors are
+    /// accepted. A read-only descriptor cannot add `F_SEAL_SHRINK` itself, so the sender must
+    /// have sealed it.
+    pub fn open_fd_read_only(&self, fd: OwnedFd) -> Result<ReadOnlyBlock, Error> {
+        let block = Block::adopt(Region::from_fd(fd, Access::ReadOnly)?, self)?;
+        Ok(ReadOnlyBlock { block })
+    }
+}
+
+/// A [`Block`] mapped from another process's memfd without write access, for a consumer that
+/// must not write.
+///
+/// The pages are mapped `PROT_READ` only: a write through [`as_ptr`](ReadOnlyBlock::as_ptr)
+/// does not reach the memory, the CPU faults and the kernel kills the process with SIGSEGV.
+/// Nothing here hands out a pointer that may be written through, so safe code cannot get
+/// there.
+///
+/// Read-only is a property of this mapping, not of the memory: the process that sent the
+/// descriptor, and anyone it is passed on to, may still write (unless the sender sealed it
+/// with `F_SEAL_WRITE`). Reading therefore still needs care: see
+/// [`as_slice`](ReadOnlyBlock::as_slice). The descriptor itself keeps the access mode it was
+/// sent with, so [`try_clone_fd`](ReadOnlyBlock::try_clone_fd) may give a writable one.
+///
+/// ```
+/// use std::os::unix::net::UnixStream;
+/// use unimem::{Block, share::{self, ReadOnlyBlock}};
+///
+/// let (here, there) = UnixStream::pair()?;
+/// let block = Block::open(4096)?;
+/// // SAFETY: nothing else uses the block yet.
+/// unsafe { block.as_ptr().write(42) };
+/// share::send_fd(&here, &block)?;
+///
+/// let view = ReadOnlyBlock::from_fd(share::recv_fd(&there)?)?;
+/// // SAFETY: `block`'s owner writes nothing while we read.
+/// assert_eq!(unsafe { view.as_ptr().read() }, 42);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct ReadOnlyBlock {
+    block: Block,
+}
+
+impl ReadOnlyBlock {
+    /// Maps a memfd read-only with [`OpenOptions::new`]'s defaults. See
+    /// [`OpenOptions::open_fd_read_only`] and [`Block::from_fd`].
+    ///
+    /// # Errors
+    /// As for [`OpenOptions::open_fd_read_only`].
+    pub fn from_fd(fd: OwnedFd) -> Result<ReadOnlyBlock, Error> {
+        OpenOptions::new().open_fd_read_only(fd)
+    }
+
+    /// The first byte, valid for reads of [`len`](ReadOnlyBlock::len) bytes while this
+    /// lives. Writing through it kills the process (SIGSEGV).
+    #[inline]
+    pub fn as_ptr(&self) -> *const u8 {
+        self.block.as_ptr()
+    }
+
+    /// Length in bytes: the size of the memfd. See [`Block::from_fd`].
+    #[inline]
+    #[allow(clippy::len_without_is_empty, reason = "a block is never empty")]
+    pub fn len(&self) -> usize {
+        self.block.len()
+    }
+
+    /// Whether the pages are locked in RAM. See [`Block::is_pinned`].
+    #[inline]
+    pub fn is_pinned(&self) -> bool {
+        self.block.is_pinned()
+    }
+
+    /// The memfd's descriptor, borrowed. See [`Handle`].
+    #[inline]
+    pub fn handle(&self) -> Handle {
+        self.block.handle()
+    }
+
+    /// Makes every page resident now. See [`Block::warm`].
+    ///
+    /// # Errors
+    /// As for [`Block::warm`].
+    pub fn warm(&self) -> Result<(), Error> {
+        self.block.warm()
+    }
+
+    /// A new close-on-exec descriptor for the memfd. See [`Block::try_clone_fd`].
+    ///
+    /// # Errors
+    /// As for [`Block::try_clone_fd`].
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        self.block.try_clone_fd()
+    }
+
+    /// Views the whole block as bytes.
+    ///
+    /// # Safety
+    /// While the returned slice lives, nothing may write to the memory: not the process that
+    /// sent the descriptor, nor any other process or device that maps it. This process cannot
+    /// write through this mapping, but the others can, and a `&[u8]` promises the compiler
+    /// that its bytes do not change. Without such an agreement with the writers, read through
+    /// [`as_ptr`](ReadOnlyBlock::as_ptr) with volatile or atomic reads instead.
+    #[inline]
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: the caller promises what `Block::as_slice` requires: no writer meanwhile.
+        unsafe { self.block.as_slice() }
+    }
+}
+
+impl AsFd for ReadOnlyBlock {
+    /// The memfd behind the block, borrowed for as long as the block lives.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.block.as_fd()
+    }
+}
+
+impl AsRawFd for ReadOnlyBlock {
+    fn as_raw_fd(&self) -> RawFd {
+        self.block.as_raw_fd()
+    }
+}
