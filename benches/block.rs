@@ -7,6 +7,11 @@
 //! - `write_64MiB`, `read_64MiB`: volatile u64 stores and loads over 64 MiB (as in the seed
 //!   card), through a Block and through the usual peers.
 
+#![allow(
+    missing_docs,
+    reason = "criterion_group! generates an undocumented pub fn"
+)]
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::ptr;
@@ -21,6 +26,7 @@ const PAGE: usize = 4096;
 mod raw {
     use std::ptr;
 
+    #[cfg(target_os = "linux")]
     pub fn memfd(len: usize, seal: bool) -> i32 {
         let flags = libc::MFD_CLOEXEC | if seal { libc::MFD_ALLOW_SEALING } else { 0 };
         // SAFETY: a valid name and flags.
@@ -93,24 +99,8 @@ fn init(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    // The floor: exactly the calls a lazy pinned Block makes, and nothing else.
-    lazy.bench_function("syscalls", |b| {
-        b.iter(|| {
-            let fd = raw::memfd(INIT, true);
-            let p = raw::map(fd, INIT, 0);
-            // SAFETY: our own mapping.
-            raw::check(unsafe { libc::mlock2(p.cast(), INIT, libc::MLOCK_ONFAULT) });
-            // SAFETY: as above.
-            raw::check(unsafe { libc::munlock(p.cast(), INIT) });
-            raw::release(black_box(p), INIT, fd);
-        })
-    });
-    lazy.bench_function("memfd_plain", |b| {
-        b.iter(|| {
-            let fd = raw::memfd(INIT, false);
-            raw::release(black_box(raw::map(fd, INIT, 0)), INIT, fd);
-        })
-    });
+    #[cfg(target_os = "linux")]
+    lazy_floors(&mut lazy);
     lazy.bench_function("malloc", |b| {
         // SAFETY: malloc and free of a live pointer.
         b.iter(|| unsafe { libc::free(black_box(libc::malloc(INIT))) })
@@ -153,8 +143,41 @@ fn init(c: &mut Criterion) {
             raw::release(black_box(p), INIT, -1);
         })
     });
-    // Every way the kernel offers to populate and lock a sealed memfd: the Block is held to the
-    // fastest of these.
+    #[cfg(target_os = "linux")]
+    warm_floors(&mut warm);
+    warm.finish();
+}
+
+#[cfg(target_os = "linux")]
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// The floors of a lazy open on Linux: the bare calls a pinned Block makes, and a plain memfd.
+#[cfg(target_os = "linux")]
+fn lazy_floors(lazy: &mut Group<'_>) {
+    // The floor: exactly the calls a lazy pinned Block makes, and nothing else.
+    lazy.bench_function("syscalls", |b| {
+        b.iter(|| {
+            let fd = raw::memfd(INIT, true);
+            let p = raw::map(fd, INIT, 0);
+            // SAFETY: our own mapping.
+            raw::check(unsafe { libc::mlock2(p.cast(), INIT, libc::MLOCK_ONFAULT) });
+            // SAFETY: as above.
+            raw::check(unsafe { libc::munlock(p.cast(), INIT) });
+            raw::release(black_box(p), INIT, fd);
+        })
+    });
+    lazy.bench_function("memfd_plain", |b| {
+        b.iter(|| {
+            let fd = raw::memfd(INIT, false);
+            raw::release(black_box(raw::map(fd, INIT, 0)), INIT, fd);
+        })
+    });
+}
+
+/// Every way the Linux kernel offers to populate and lock a sealed memfd: the warm Block is
+/// held to the fastest of these.
+#[cfg(target_os = "linux")]
+fn warm_floors(warm: &mut Group<'_>) {
     type Populate = fn(i32) -> *mut u8;
     let ways: [(&str, Populate); 4] = [
         ("memfd_mlock", |fd| {
@@ -192,7 +215,6 @@ fn init(c: &mut Criterion) {
             })
         });
     }
-    warm.finish();
 }
 
 /// 64 MiB of memory held for the bandwidth groups, touched before measuring.

@@ -223,10 +223,8 @@ mod linux {
             );
         }
         // SAFETY: F_ADD_SEALS with an int; the seals are sealed, so it must fail.
-        assert_eq!(
-            unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_WRITE) },
-            -1
-        );
+        let rc = unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_WRITE) };
+        assert_eq!(rc, -1, "the seals themselves must be sealed");
         // The descriptor does not leak into programs we exec.
         // SAFETY: F_GETFD takes no argument.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
