@@ -168,7 +168,8 @@ impl Block {
         let (ptr, len) = (region.ptr(), region.len());
         let pinned = match options.pinning {
             Pinning::Off => false,
-            _ if !sys::CAN_PIN => {
+            Pinning::BestEffort if !sys::CAN_PIN => false,
+            Pinning::Required if !sys::CAN_PIN => {
                 return Err(Error::Unsupported {
                     what: "this platform cannot pin memory (only Linux and macOS can): \
                            open with `Pinning::BestEffort` or `Pinning::Off`",
