@@ -15,4 +15,4 @@ mod tape;
 pub use block::{Block, Handle, OpenOptions, Pinning};
 pub use error::Error;
 // pub use grid::{Cell, Grid, Stash};
-// pub use tape::{Lane, Mark, Tape};
+pub use tape::{Lane, Mark, Tape};

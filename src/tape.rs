@@ -1,1 +1,737 @@
-//! [`Tape`]: the lock-free bump allocator over a [`Block`](crate::Block). (Being written.)
+//! [`Tape`]: the lock-free bump allocator over a [`Block`], and its per-thread [`Lane`]s.
+//!
+//! The model is documented on [`Tape`] itself, where users see it.
+
+mod lane;
+#[cfg(all(test, loom))]
+mod loom_tests;
+mod typed;
+
+pub use lane::Lane;
+
+use crate::block::Block;
+use crate::error::Error;
+use crate::sync::{AtomicUsize, CachePadded, Ordering::Relaxed};
+use core::fmt;
+use core::mem::MaybeUninit;
+use core::ptr::NonNull;
+
+/// A lock-free bump allocator over a [`Block`]: many threads take, one clear frees all.
+///
+/// ```
+/// use unimem::Tape;
+///
+/// let mut tape = Tape::start(64 << 10)?;
+/// for _step in 0..3 {
+///     let input = tape.take_fill(16, 1.0f32).unwrap();
+///     let hidden = tape.take_copy(&[0.5f32; 32]).unwrap();
+///     let sum: f32 = input.iter().chain(hidden.iter()).sum();
+///     assert_eq!(sum, 32.0);
+///     tape.clear(); // `input` and `hidden` are gone; the borrow checker makes sure of it
+/// }
+/// assert_eq!(tape.peak(), 16 * 4 + 32 * 4);
+/// # Ok::<(), unimem::Error>(())
+/// ```
+///
+/// # The model
+///
+/// A tape is a [`Block`] with a cursor. [`take`](Tape::take) moves the cursor forward past the
+/// bytes it hands out; [`clear`](Tape::clear) moves it back to the start, throwing everything
+/// away at once. Nothing is ever freed on its own, and no destructor ever runs on tape memory:
+/// a value whose `Drop` matters must not live on a tape (its destructor is simply skipped,
+/// which leaks whatever it owned, but is never undefined behaviour).
+///
+/// That is the shape of an inference step: take the activations of every layer, use them,
+/// clear, repeat. [`peak`](Tape::peak) says how much a step needed, which is how to size the
+/// tape.
+///
+/// # Who may touch which bytes, and when
+///
+/// - Bytes returned by a take belong to whoever took them, and to nobody else, until the tape
+///   is cleared, rewound past them, or dropped. Two takes never return overlapping bytes, from
+///   any number of threads: `take` needs only `&self`, so a `Tape` is shared by reference.
+/// - [`clear`](Tape::clear) and [`rewind`](Tape::rewind) need `&mut self`. The typed
+///   allocations ([`take_slice`](Tape::take_slice), [`take_copy`](Tape::take_copy),
+///   [`take_fill`](Tape::take_fill), [`take_value`](Tape::take_value)) borrow the tape, so
+///   the borrow checker proves that none of them is alive when the memory is handed out again.
+///   Raw pointers from [`take`](Tape::take) carry no borrow: using one after a clear is the
+///   caller's bug, and dereferencing it is already `unsafe`.
+/// - A tape shared by threads for its whole life (an `Arc<Tape>`, a `static`) can still be
+///   cleared through [`clear_shared`](Tape::clear_shared), whose contract puts on the caller
+///   what `&mut` would otherwise prove.
+///
+/// # Why lanes
+///
+/// A take from a shared tape is one atomic compare-and-swap on the cursor, which is as cheap
+/// as a shared cursor can be. But a locked read-modify-write still costs several nanoseconds
+/// on current x86 cores even when no other core wants the line, and several times that when
+/// cores take turns owning it. A [`Lane`] claims a chunk of the tape with one such step and
+/// then hands out pieces of it with plain arithmetic on a private cursor: about a nanosecond
+/// per take, and no traffic between cores. Each thread takes its own lane:
+///
+/// ```
+/// use unimem::Tape;
+///
+/// let mut tape = Tape::start(1 << 20)?;
+/// std::thread::scope(|s| {
+///     for t in 0..2u32 {
+///         let mut lane = tape.lane();
+///         s.spawn(move || {
+///             let xs = lane.take_fill(256, t).expect("the tape is large enough");
+///             assert!(xs.iter().all(|&x| x == t));
+///         });
+///     }
+/// });
+/// // Every lane is gone (the scope joined the threads), so the tape can be cleared.
+/// tape.clear();
+/// assert_eq!(tape.used(), 0);
+/// # Ok::<(), unimem::Error>(())
+/// ```
+///
+/// # Memory for hardware
+///
+/// Everything a tape hands out lies in its [`block`](Tape::block): a GPU or DMA engine that
+/// was given the block's [`handle`](Block::handle) finds an allocation at
+/// [`offset_of`](Tape::offset_of).
+//
+// `Tape` is `Send` and `Sync` because `Block` is and everything else is atomic. `Sync` is also
+// sound in the stronger sense that `&Tape` shared by threads cannot hand one byte to two of
+// them: see `advance` for why the cursor's order alone guarantees that.
+pub struct Tape {
+    /// On a cache line of their own: every take changes `cursor`, so nothing else that threads
+    /// read should share its line. `peak` may: only `clear` and `rewind` write it.
+    counters: CachePadded<Counters>,
+    block: Block,
+}
+
+struct Counters {
+    /// Offset of the first free byte, `<= capacity`. It only grows between rewinds, apart from
+    /// lanes handing back chunk tails nobody claimed after.
+    cursor: AtomicUsize,
+    /// The largest cursor seen at a clear or rewind, so that `take` never has to update it.
+    peak: AtomicUsize,
+}
+
+/// A checkpoint in a [`Tape`], from [`Tape::mark`], to [`rewind`](Tape::rewind) to later.
+///
+/// It remembers the tape it came from and how much was used: rewinding another tape to it, or
+/// rewinding to it after the tape was cleared below it, panics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// The tape's base address: two live tapes never share one.
+    tape: usize,
+    offset: usize,
+}
+
+impl Mark {
+    /// How many bytes the tape had used when the mark was made: what a rewind goes back to.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// tape.take(100, 1).unwrap();
+    /// assert_eq!(tape.mark().used(), 100);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn used(&self) -> usize {
+        self.offset
+    }
+}
+
+impl Tape {
+    /// Opens a lazy [`Block`] of at least `len` bytes (pinned, where the platform can pin) and
+    /// puts a tape on it. See [`Block::open`] for how `len` is rounded and what can fail.
+    ///
+    /// Pinning counts against the process's lock limit (`ulimit -l`, often only 8 MiB on
+    /// Linux). For a larger tape, raise the limit or open the block yourself with
+    /// [`Pinning::BestEffort`](crate::Pinning::BestEffort) and use [`Tape::on`].
+    ///
+    /// # Errors
+    /// Those of [`Block::open`], [`Error::PinRefused`] above all.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(1 << 20)?;
+    /// assert!(tape.capacity() >= 1 << 20);
+    /// assert_eq!(tape.used(), 0);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn start(len: usize) -> Result<Tape, Error> {
+        Block::open(len).map(Tape::on)
+    }
+
+    /// Like [`start`](Tape::start), but every page is resident before it returns, so that no
+    /// take in a hot loop ever meets a page fault. Costs about a millisecond per 16 MiB.
+    ///
+    /// # Errors
+    /// Those of [`Block::open`].
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start_warm(1 << 20)?;
+    /// assert!(tape.remaining() >= 1 << 20);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn start_warm(len: usize) -> Result<Tape, Error> {
+        Block::options().warm(true).open(len).map(Tape::on)
+    }
+
+    /// Puts a tape on a block the caller opened: unpinned, warm, or received from another
+    /// process. The whole block is the tape's capacity.
+    ///
+    /// ```
+    /// use unimem::{Block, Pinning, Tape};
+    ///
+    /// let block = Block::options().pinning(Pinning::BestEffort).open(32 << 20)?;
+    /// let tape = Tape::on(block);
+    /// assert!(tape.capacity() >= 32 << 20);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn on(block: Block) -> Tape {
+        debug_assert_eq!(
+            block.as_ptr().addr() % BASE_ALIGN,
+            0,
+            "blocks are page-aligned"
+        );
+        Tape {
+            counters: CachePadded(Counters {
+                cursor: AtomicUsize::new(0),
+                peak: AtomicUsize::new(0),
+            }),
+            block,
+        }
+    }
+
+    /// The block underneath, for its [`handle`](Block::handle) and base address.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let p = tape.take(8, 8).unwrap();
+    /// assert!(p.as_ptr() >= tape.block().as_ptr());
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn block(&self) -> &Block {
+        &self.block
+    }
+
+    /// Takes `size` bytes aligned to `align` and returns a pointer to the first, or `None` if
+    /// the tape cannot fit them. Lock-free: one atomic compare-and-swap on the cursor, retried
+    /// only when another thread took in between.
+    ///
+    /// The bytes are the caller's until the tape is [cleared](Tape::clear), rewound past them
+    /// or dropped; their contents are whatever was there before (zero on a fresh tape).
+    /// `None` is final for this size: the tape never wraps around, and no `size`, however
+    /// large, overflows the arithmetic. Alignment is of the address itself, so any power of
+    /// two works, including ones above the page size.
+    ///
+    /// Size 0 consumes nothing: it returns where the next take aligned to `align` could start
+    /// (possibly one past the last byte of the tape), which a later take may hand out too.
+    /// Such a pointer is only for comparing or passing to APIs that read zero bytes.
+    ///
+    /// # Panics
+    /// If `align` is not a power of two.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let p = tape.take(100, 64).unwrap();
+    /// assert_eq!(p.as_ptr() as usize % 64, 0);
+    /// assert!(tape.take(usize::MAX, 1).is_none()); // never overflows
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    pub fn take(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        check_align(align);
+        let base = self.block.as_non_null().addr().get();
+        let capacity = self.block.len();
+        let place = |cursor| fit(base, cursor, size, align, capacity);
+        let start = if size == 0 {
+            place(self.counters.cursor.load(Relaxed))?.0
+        } else {
+            self.advance(place)?.0
+        };
+        Some(self.at(start))
+    }
+
+    /// Takes room for `n` values of `T`, uninitialised, borrowing the tape until the slice is
+    /// gone. `None` if the tape cannot fit them or `n * size_of::<T>()` overflows; zero-sized
+    /// requests (`n == 0`, or a zero-sized `T`) always succeed and take nothing.
+    ///
+    /// No destructor ever runs on tape memory, so nothing needs dropping.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let slots = tape.take_slice::<u64>(3).unwrap();
+    /// for (i, slot) in slots.iter_mut().enumerate() {
+    ///     slot.write(i as u64 * 10);
+    /// }
+    /// // SAFETY: every slot was written just above.
+    /// assert_eq!(unsafe { slots[2].assume_init() }, 20);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
+    pub fn take_slice<T>(&self, n: usize) -> Option<&mut [MaybeUninit<T>]> {
+        typed::slice(&mut &*self, n)
+    }
+
+    /// Takes a copy of `items`, borrowing the tape until it is gone. `None` if it does not fit.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let weights = tape.take_copy(&[1.0f32, 2.0, 3.0]).unwrap();
+    /// weights[0] = 4.0;
+    /// assert_eq!(weights, &[4.0, 2.0, 3.0]);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
+    pub fn take_copy<T: Copy>(&self, items: &[T]) -> Option<&mut [T]> {
+        typed::copy(&mut &*self, items)
+    }
+
+    /// Takes `n` clones of `value`, borrowing the tape until they are gone. `None` if they do
+    /// not fit. Their destructors never run.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let zeros = tape.take_fill(1000, 0.0f32).unwrap();
+    /// assert_eq!(zeros.len(), 1000);
+    /// assert!(zeros.iter().all(|&x| x == 0.0));
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
+    pub fn take_fill<T: Clone>(&self, n: usize, value: T) -> Option<&mut [T]> {
+        typed::fill(&mut &*self, n, value)
+    }
+
+    /// Moves `value` onto the tape, borrowing the tape until it is gone. `None` (and `value`
+    /// dropped) if it does not fit. Its destructor never runs.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let header = tape.take_value([7u32; 4]).unwrap();
+    /// header[1] = 8;
+    /// assert_eq!(*header, [7, 8, 7, 7]);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
+    pub fn take_value<T>(&self, value: T) -> Option<&mut T> {
+        typed::value(&mut &*self, value)
+    }
+
+    /// Throws away everything taken: the whole capacity is free again. O(1), whatever was
+    /// taken, and never touches the memory itself.
+    ///
+    /// It needs `&mut self`, so nothing borrowed from the tape can still be alive:
+    ///
+    /// ```compile_fail,E0502
+    /// let mut tape = unimem::Tape::start(4096)?;
+    /// let xs = tape.take_fill(4, 0u32).unwrap();
+    /// tape.clear(); // error: `tape` is still borrowed by `xs`
+    /// xs[0] = 1;
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    ///
+    /// ```
+    /// let mut tape = unimem::Tape::start(4096)?;
+    /// tape.take_fill(4, 0u32).unwrap();
+    /// tape.clear();
+    /// assert_eq!(tape.used(), 0);
+    /// assert_eq!(tape.peak(), 16);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    pub fn clear(&mut self) {
+        self.rewind_to(0);
+    }
+
+    /// [`clear`](Tape::clear) through a shared reference, for a tape that threads share for its
+    /// whole life (an `Arc<Tape>`, a `static`), where no `&mut` can be had.
+    ///
+    /// # Safety
+    /// - Nothing taken from this tape before the call is used after it: no slice from the
+    ///   typed takes is alive, and no pointer from [`take`](Tape::take) is dereferenced again.
+    /// - No [`Lane`] of this tape is alive during the call.
+    /// - No other call on this tape runs concurrently with it, and every use of memory taken
+    ///   before it *happens before* it, while it *happens before* every take after it: the
+    ///   threads synchronise around it (a join, a barrier, a mutex, a channel). Otherwise a
+    ///   thread could write bytes that another is still reading.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Barrier};
+    /// use unimem::Tape;
+    ///
+    /// let tape = Arc::new(Tape::start(64 << 10)?);
+    /// let barrier = Arc::new(Barrier::new(2));
+    /// let worker = {
+    ///     let (tape, barrier) = (tape.clone(), barrier.clone());
+    ///     std::thread::spawn(move || {
+    ///         for step in 0..3u8 {
+    ///             tape.take_fill(100, step).unwrap();
+    ///             barrier.wait(); // step done
+    ///             barrier.wait(); // tape cleared
+    ///         }
+    ///     })
+    /// };
+    /// for _ in 0..3 {
+    ///     barrier.wait();
+    ///     // SAFETY: the worker is parked at the barrier and keeps nothing from the step;
+    ///     // the barrier orders its takes before this clear and this clear before its next.
+    ///     unsafe { tape.clear_shared() };
+    ///     barrier.wait();
+    /// }
+    /// worker.join().unwrap();
+    /// assert_eq!(tape.peak(), 100);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    pub unsafe fn clear_shared(&self) {
+        self.rewind_to(0);
+    }
+
+    /// A checkpoint: [`rewind`](Tape::rewind) to it throws away what was taken after it.
+    ///
+    /// A mark made while a lane holds a chunk counts the whole chunk; if the lane then hands
+    /// its unused tail back, the mark is ahead of the cursor and rewinding to it panics.
+    /// Make marks while no lane is alive.
+    ///
+    /// ```
+    /// let mut tape = unimem::Tape::start(4096)?;
+    /// let weights = tape.take(256, 8).unwrap();
+    /// let mark = tape.mark();
+    /// for _ in 0..10 {
+    ///     tape.take_fill(100, 0u8).unwrap(); // scratch
+    ///     tape.rewind(mark);
+    /// }
+    /// assert_eq!(tape.used(), 256);
+    /// assert_eq!(tape.peak(), 356);
+    /// # let _ = weights;
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn mark(&self) -> Mark {
+        Mark {
+            tape: self.block.as_non_null().addr().get(),
+            offset: self.counters.cursor.load(Relaxed),
+        }
+    }
+
+    /// Throws away everything taken after `mark`. Like [`clear`](Tape::clear), it needs
+    /// `&mut self`, so nothing taken after the mark can still be borrowed.
+    ///
+    /// # Panics
+    /// If `mark` came from another tape, or lies ahead of the cursor (it was made before a
+    /// clear or a rewind to an earlier mark). A stale mark that is not ahead of the cursor is
+    /// not detected: it rewinds to where it says, which is safe but probably not intended.
+    ///
+    /// ```should_panic
+    /// let mut a = unimem::Tape::start(4096)?;
+    /// let b = unimem::Tape::start(4096)?;
+    /// a.rewind(b.mark()); // panics: the mark belongs to `b`
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn rewind(&mut self, mark: Mark) {
+        let base = self.block.as_non_null().addr().get();
+        assert!(
+            mark.tape == base,
+            "Tape::rewind: this mark was made by another tape (at {:#x}, this one is at \
+             {base:#x}); rewind a tape only to its own marks",
+            mark.tape
+        );
+        let used = self.used();
+        assert!(
+            mark.offset <= used,
+            "Tape::rewind: the mark (at {} bytes) is ahead of the cursor ({used} bytes): the \
+             tape was cleared or rewound past it since, or a lane gave back the chunk it was \
+             made in; make a fresh mark after clearing",
+            mark.offset
+        );
+        self.rewind_to(mark.offset);
+    }
+
+    /// Bytes taken so far (alignment padding included), counting whole chunks held by live
+    /// lanes.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// tape.take(3, 1).unwrap();
+    /// tape.take(8, 8).unwrap(); // 5 bytes of padding first
+    /// assert_eq!(tape.used(), 16);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    pub fn used(&self) -> usize {
+        self.counters.cursor.load(Relaxed)
+    }
+
+    /// Bytes still free: `capacity() - used()`.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// tape.take(96, 1).unwrap();
+    /// assert_eq!(tape.remaining(), tape.capacity() - 96);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    pub fn remaining(&self) -> usize {
+        self.capacity() - self.used()
+    }
+
+    /// Total bytes: the block's length, a whole number of pages.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(5000)?;
+    /// assert_eq!(tape.capacity(), tape.block().len());
+    /// assert!(tape.capacity() >= 5000);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.block.len()
+    }
+
+    /// The high-water mark: the most bytes ever used at once, over all clears and rewinds.
+    /// Run a representative workload once and size the tape to this (plus a chunk per lane,
+    /// which lanes hold while they live).
+    ///
+    /// ```
+    /// let mut tape = unimem::Tape::start(4096)?;
+    /// tape.take(1000, 1).unwrap();
+    /// tape.clear();
+    /// tape.take(10, 1).unwrap();
+    /// assert_eq!(tape.peak(), 1000);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn peak(&self) -> usize {
+        // Exact without any work in `take`: between two rewinds the cursor only grows (a lane
+        // handing back its tail only undoes its own chunk), so its value just before each
+        // rewind, and now, are the only maxima.
+        self.counters.peak.load(Relaxed).max(self.used())
+    }
+
+    /// Whether `ptr` points into this tape's memory (taken or not).
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let xs = tape.take_fill(4, 1u16).unwrap();
+    /// assert!(tape.owns(xs.as_ptr()));
+    /// assert!(!tape.owns(&0u16));
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    pub fn owns<T: ?Sized>(&self, ptr: *const T) -> bool {
+        self.offset_of(ptr).is_some()
+    }
+
+    /// Where `ptr` lies from the start of the tape's block, or `None` if outside it: with the
+    /// block's [`handle`](Block::handle), what a GPU or DMA engine needs to find the data.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// tape.take(10, 1).unwrap();
+    /// let xs = tape.take_fill(4, 0u32).unwrap();
+    /// assert_eq!(tape.offset_of(xs.as_ptr()), Some(12)); // 10, aligned up to 4
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    pub fn offset_of<T: ?Sized>(&self, ptr: *const T) -> Option<usize> {
+        self.block.offset_of(ptr.cast())
+    }
+
+    /// A [`Lane`] with the default chunk size, [`Lane::DEFAULT_CHUNK`]: the fast way for one
+    /// thread to take many small pieces.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(1 << 20)?;
+    /// let mut lane = tape.lane();
+    /// let a = lane.take_fill(10, 1u8).unwrap();
+    /// let b = lane.take_fill(10, 2u8).unwrap(); // `a` is still usable
+    /// assert_eq!(a[0] + b[0], 3);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn lane(&self) -> Lane<'_> {
+        self.lane_with_chunk(Lane::DEFAULT_CHUNK)
+    }
+
+    /// A [`Lane`] that claims `chunk` bytes at a time. Larger chunks mean fewer atomic steps;
+    /// smaller ones mean less memory held back (at most one chunk per live lane).
+    ///
+    /// # Panics
+    /// If `chunk` is 0.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(1 << 20)?;
+    /// let mut lane = tape.lane_with_chunk(4096);
+    /// lane.take(1, 1).unwrap();
+    /// assert_eq!(tape.used(), 4096); // the lane holds a whole chunk...
+    /// drop(lane);
+    /// assert_eq!(tape.used(), 1); // ...and gives back the unused tail when it goes
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn lane_with_chunk(&self, chunk: usize) -> Lane<'_> {
+        assert!(
+            chunk > 0,
+            "Tape::lane_with_chunk: a lane needs chunks of at least 1 byte \
+             (Lane::DEFAULT_CHUNK is a good start)"
+        );
+        Lane::new(self, chunk)
+    }
+
+    /// Claims `len` bytes for a lane whose current chunk ends at `after`: right there if
+    /// nobody took since, so the chunks join up; otherwise, if the lane `may_move`, wherever
+    /// the cursor is, aligned so that two lanes never share a cache line. Returns `(start,
+    /// end)` offsets.
+    fn claim_chunk(&self, after: usize, len: usize, may_move: bool) -> Option<(usize, usize)> {
+        /// As `CachePadded`: the unit in which cores trade cache lines.
+        const CHUNK_ALIGN: usize = 128;
+        let base = self.block.as_non_null().addr().get();
+        let capacity = self.block.len();
+        self.advance(|cursor| match cursor == after {
+            true => fit(base, cursor, len, 1, capacity),
+            false if may_move => fit(base, cursor, len, CHUNK_ALIGN, capacity),
+            false => None,
+        })
+    }
+
+    /// Undoes the last claim if it ended at `end` and nobody claimed after it, keeping
+    /// `[.., kept)` taken: how a lane hands back the tail of its chunk.
+    fn give_back(&self, end: usize, kept: usize) {
+        // Relaxed is enough: the bytes handed back were never touched, so there is nothing
+        // to publish to their next owner.
+        let _ = (self.counters.cursor).compare_exchange(end, kept, Relaxed, Relaxed);
+    }
+
+    /// Moves the cursor from where it is to where `place` says, atomically, and returns the
+    /// `(start, end)` that `place` chose, or `None` when `place` finds no room.
+    #[inline(always)]
+    fn advance(&self, place: impl Fn(usize) -> Option<(usize, usize)>) -> Option<(usize, usize)> {
+        // Relaxed is enough for disjointness: every successful exchange moves the cursor from
+        // the exact value its `place` started from, and all exchanges on one atomic form a
+        // single modification order. So the claims tile the tape in that order, each starting
+        // at or after the end of the one before it. No bytes pass between threads here; when
+        // memory is reused after a clear or rewind, `&mut self` (or `clear_shared`'s contract)
+        // provides the happens-before edge.
+        let shared = &self.counters.cursor;
+        let mut cursor = shared.load(Relaxed);
+        loop {
+            let (start, end) = place(cursor)?;
+            match shared.compare_exchange_weak(cursor, end, Relaxed, Relaxed) {
+                Ok(_) => return Some((start, end)),
+                Err(now) => cursor = now,
+            }
+        }
+    }
+
+    /// Moves the cursor back to `offset`, after recording where it got to.
+    #[inline]
+    fn rewind_to(&self, offset: usize) {
+        // Plain loads and stores, not read-modify-writes: nothing runs concurrently (`&mut`,
+        // or `clear_shared`'s contract), and this keeps a clear to a couple of instructions.
+        let Counters { cursor, peak } = &*self.counters;
+        peak.store(peak.load(Relaxed).max(cursor.load(Relaxed)), Relaxed);
+        cursor.store(offset, Relaxed);
+    }
+
+    /// The byte `offset` bytes into the block.
+    #[inline(always)]
+    fn at(&self, offset: usize) -> NonNull<u8> {
+        debug_assert!(offset <= self.block.len());
+        // SAFETY: every offset handed here came from `fit` with the capacity as limit, so it
+        // lies inside the block or one past its end, within the same allocation.
+        unsafe { self.block.as_non_null().add(offset) }
+    }
+}
+
+impl fmt::Debug for Tape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tape")
+            .field("used", &self.used())
+            .field("capacity", &self.capacity())
+            .field("peak", &self.peak())
+            .field("block", &self.block)
+            .finish()
+    }
+}
+
+/// Every block's base is aligned at least this much (a page is never smaller).
+const BASE_ALIGN: usize = 4096;
+
+/// Where `size` bytes aligned to `align` land when the free space starts `cursor` bytes into
+/// memory at address `base`: `(start, end)` offsets, or `None` if they would end past `limit`.
+///
+/// Shared by the tape's atomic path and a lane's private one. Needs `base` aligned to
+/// `BASE_ALIGN`, `cursor <= limit <= isize::MAX` and `align` a power of two.
+#[inline(always)]
+fn fit(
+    base: usize,
+    cursor: usize,
+    size: usize,
+    align: usize,
+    limit: usize,
+) -> Option<(usize, usize)> {
+    // `align` is nearly always a constant, so only one arm survives compilation. The first is
+    // the short one that every take waits on; the second handles alignments above the base's.
+    // Neither overflows: `cursor <= isize::MAX` and the padding is below `align <= 2^(BITS-1)`.
+    let start = if align <= BASE_ALIGN {
+        (cursor + (align - 1)) & !(align - 1)
+    } else {
+        cursor + (base.wrapping_add(cursor).wrapping_neg() & (align - 1))
+    };
+    let end = start.checked_add(size)?;
+    (end <= limit).then_some((start, end))
+}
+
+/// Panics, saying what to fix, unless `align` is a power of two.
+#[inline(always)]
+#[track_caller]
+fn check_align(align: usize) {
+    if !align.is_power_of_two() {
+        bad_align(align);
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn bad_align(align: usize) -> ! {
+    panic!(
+        "align must be a power of two (1, 2, 4, 8, ...), got {align}; \
+         pass `align_of::<T>()` or a `Layout`'s `align()`"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit;
+
+    #[test]
+    fn fit_aligns_offsets_within_the_base_alignment() {
+        assert_eq!(fit(0x1000, 0, 4, 16, 100), Some((0, 4)));
+        assert_eq!(fit(0x1000, 1, 4, 16, 100), Some((16, 20)));
+        assert_eq!(fit(0x1000, 16, 4, 16, 100), Some((16, 20)));
+        assert_eq!(fit(0x1000, 1, 0, 4096, 1 << 20), Some((4096, 4096)));
+    }
+
+    #[test]
+    fn fit_aligns_the_address_beyond_the_base_alignment() {
+        // A base one page past a 16 KiB boundary: offset 12 KiB is the first aligned address.
+        let base = 0x10_0000 + 0x1000;
+        assert_eq!(fit(base, 0, 1, 0x4000, 1 << 20), Some((0x3000, 0x3001)));
+        assert_eq!(
+            fit(base, 0x3000, 1, 0x4000, 1 << 20),
+            Some((0x3000, 0x3001))
+        );
+        assert_eq!(
+            fit(base, 0x3001, 1, 0x4000, 1 << 20),
+            Some((0x7000, 0x7001))
+        );
+    }
+
+    #[test]
+    fn fit_is_exact_at_the_limit_and_never_overflows() {
+        assert_eq!(fit(0x1000, 90, 10, 1, 100), Some((90, 100)));
+        assert_eq!(fit(0x1000, 90, 11, 1, 100), None);
+        assert_eq!(fit(0x1000, 100, 0, 1, 100), Some((100, 100)));
+        let top = isize::MAX as usize;
+        assert_eq!(fit(0x1000, top, usize::MAX, 1, top), None);
+        assert_eq!(fit(0x1000, top, 1, 1 << (usize::BITS - 1), top), None);
+    }
+}

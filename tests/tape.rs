@@ -1,0 +1,497 @@
+//! The tape's behaviour, one guarantee per test. Concurrency under load lives in
+//! `tape_stress.rs`; interleavings are model-checked by the loom tests inside the crate.
+
+use core::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use unimem::{Block, Lane, Mark, Pinning, Tape};
+
+/// An unpinned tape, so that tests do not depend on the memory-lock limit.
+fn tape(len: usize) -> Tape {
+    Tape::on(Block::options().pinning(Pinning::Off).open(len).unwrap())
+}
+
+fn offset(tape: &Tape, ptr: core::ptr::NonNull<u8>) -> usize {
+    tape.offset_of(ptr.as_ptr()).expect("inside the tape")
+}
+
+#[test]
+fn start_opens_a_tape_of_at_least_the_length_asked() {
+    for tape in [Tape::start(5000).unwrap(), Tape::start_warm(5000).unwrap()] {
+        assert!(tape.capacity() >= 5000);
+        assert_eq!(tape.capacity(), tape.block().len());
+        assert_eq!(
+            (tape.used(), tape.remaining(), tape.peak()),
+            (0, tape.capacity(), 0)
+        );
+    }
+}
+
+#[test]
+fn every_power_of_two_alignment_is_honoured_by_tape_and_lane() {
+    let tape = tape(4 << 20);
+    let mut lane = tape.lane_with_chunk(4096);
+    // Up to 64 KiB: well beyond the page size the block itself is aligned to.
+    for shift in 0..=16 {
+        let align = 1usize << shift;
+        for size in [1, 3, align] {
+            // Knock the cursors off alignment first.
+            tape.take(1, 1).unwrap();
+            lane.take(1, 1).unwrap();
+            for ptr in [tape.take(size, align), lane.take(size, align)] {
+                let ptr = ptr.unwrap_or_else(|| panic!("size {size} align {align}"));
+                assert_eq!(ptr.as_ptr() as usize % align, 0, "align {align}");
+                assert!(offset(&tape, ptr) + size <= tape.capacity());
+            }
+        }
+    }
+}
+
+#[test]
+fn alignment_padding_is_counted_and_minimal() {
+    let tape = tape(4096);
+    assert_eq!(offset(&tape, tape.take(3, 1).unwrap()), 0);
+    assert_eq!(offset(&tape, tape.take(8, 8).unwrap()), 8);
+    assert_eq!(offset(&tape, tape.take(1, 64).unwrap()), 64);
+    assert_eq!(tape.used(), 65);
+}
+
+#[test]
+fn impossible_sizes_return_none_and_take_nothing() {
+    let tape = tape(4096);
+    tape.take(10, 1).unwrap();
+    let cap = tape.capacity();
+    let top_align = 1usize << (usize::BITS - 1);
+    for (size, align) in [
+        (usize::MAX, 1),
+        (usize::MAX, 4096),
+        (usize::MAX - 5, 8),
+        (isize::MAX as usize, 1),
+        (cap, 1),
+        (cap - 9, 1),
+        (1, top_align),
+    ] {
+        assert!(
+            tape.take(size, align).is_none(),
+            "size {size} align {align}"
+        );
+        assert!(tape.lane().take(size, align).is_none(), "lane: size {size}");
+    }
+    assert!(
+        tape.take_slice::<u64>(usize::MAX / 4).is_none(),
+        "n * size overflows"
+    );
+    assert!(tape.take_slice::<u8>(isize::MAX as usize).is_none());
+    assert!(tape.take_fill(cap, 0u8).is_none());
+    assert!(tape.lane().take_slice::<u32>(usize::MAX).is_none());
+    assert_eq!(tape.used(), 10, "failed takes must not move the cursor");
+}
+
+#[test]
+fn the_tape_fills_exactly_to_capacity() {
+    let tape = tape(8192);
+    let cap = tape.capacity();
+    let first = tape.take(cap - 1, 1).unwrap();
+    assert_eq!(first, tape.block().as_non_null());
+    let last = tape.take(1, 1).unwrap();
+    assert_eq!(offset(&tape, last), cap - 1);
+    assert_eq!((tape.used(), tape.remaining()), (cap, 0));
+    assert!(tape.take(1, 1).is_none());
+    assert!(tape.take_value(0u8).is_none());
+    // Size 0 still answers, one past the end, and takes nothing.
+    let end = tape.take(0, 1).unwrap();
+    assert_eq!(end.as_ptr(), tape.block().as_ptr().wrapping_add(cap));
+    assert_eq!(tape.take(0, 4096), Some(end), "the end is page-aligned");
+    assert!(
+        tape.take(0, 1 << (usize::BITS - 1)).is_none(),
+        "no address there is aligned"
+    );
+    assert_eq!(tape.used(), cap);
+}
+
+#[test]
+fn size_zero_is_aligned_and_consumes_nothing() {
+    let tape = tape(4096);
+    tape.take(1, 1).unwrap();
+    let empty = tape.take(0, 64).unwrap();
+    assert_eq!(offset(&tape, empty), 64);
+    assert_eq!(tape.used(), 1);
+    // The next real take may start at the same address.
+    assert_eq!(tape.take(8, 64).unwrap(), empty);
+    // Zero-sized typed takes succeed without touching the tape, even when it is full.
+    tape.take(tape.remaining(), 1).unwrap();
+    assert_eq!(tape.take_slice::<u64>(0).unwrap().len(), 0);
+    assert_eq!(tape.take_fill(1000, ()).unwrap().len(), 1000);
+    assert_eq!(tape.take_slice::<()>(usize::MAX).unwrap().len(), usize::MAX);
+    assert_eq!(tape.take_copy::<u32>(&[]).unwrap(), &[] as &[u32]);
+    assert_eq!(tape.used(), tape.capacity());
+}
+
+#[test]
+#[should_panic(expected = "align must be a power of two (1, 2, 4, 8, ...), got 3")]
+fn an_alignment_of_three_panics() {
+    tape(4096).take(8, 3);
+}
+
+#[test]
+#[should_panic(expected = "align must be a power of two (1, 2, 4, 8, ...), got 0")]
+fn an_alignment_of_zero_panics() {
+    tape(4096).take(0, 0);
+}
+
+#[test]
+#[should_panic(expected = "align must be a power of two (1, 2, 4, 8, ...), got 24")]
+fn a_lane_rejects_bad_alignments_too() {
+    tape(4096).lane().take(8, 24);
+}
+
+#[test]
+#[should_panic(expected = "chunks of at least 1 byte")]
+fn a_lane_of_empty_chunks_panics() {
+    tape(4096).lane_with_chunk(0);
+}
+
+#[test]
+fn typed_takes_hold_what_was_put_in() {
+    let tape = tape(1 << 20);
+    let slots = tape.take_slice::<u32>(5).unwrap();
+    for (i, slot) in slots.iter_mut().enumerate() {
+        slot.write(i as u32 * 3);
+    }
+    let copied = tape.take_copy(&[1.5f64, -2.0, 8.25]).unwrap();
+    let filled = tape.take_fill(7, Label(42)).unwrap();
+    let value = tape.take_value([9u16; 3]).unwrap();
+    copied[1] += 1.0;
+    value[2] = 0;
+    // Everything taken is alive at once, and disjoint.
+    // SAFETY: every slot was written above.
+    let slots: Vec<u32> = slots.iter().map(|s| unsafe { s.assume_init() }).collect();
+    assert_eq!(slots, [0, 3, 6, 9, 12]);
+    assert_eq!(copied, &[1.5, -1.0, 8.25]);
+    assert_eq!(filled, vec![Label(42); 7]);
+    assert_eq!(*value, [9, 9, 0]);
+    assert_eq!(tape.offset_of(copied.as_ptr()).unwrap() % 8, 0);
+    assert_eq!(tape.used(), 20 + 4 + 24 + 7 * 4 + 6);
+}
+
+/// A `Clone` type that is not `Copy`, so `take_fill` has to clone it.
+#[derive(Debug, Clone, PartialEq)]
+struct Label(u32);
+
+#[test]
+fn typed_takes_honour_alignments_above_a_page() {
+    #[repr(align(16384))]
+    struct Page([u8; 16]);
+
+    let tape = tape(1 << 20);
+    tape.take(1, 1).unwrap();
+    let page = tape.take_value(Page([7; 16])).unwrap();
+    assert_eq!(core::ptr::from_mut(page) as usize % 16384, 0);
+    assert_eq!(page.0, [7; 16]);
+    let pages = tape.lane().take_slice::<Page>(2).unwrap();
+    assert_eq!(pages.as_ptr() as usize % 16384, 0);
+}
+
+static DROPS: AtomicUsize = AtomicUsize::new(0);
+
+struct Noisy;
+
+impl Drop for Noisy {
+    fn drop(&mut self) {
+        DROPS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn destructors_never_run_on_tape_memory() {
+    let mut tape = tape(4096);
+    tape.take_value(Noisy).unwrap();
+    tape.lane().take_value(Noisy).unwrap();
+    tape.clear();
+    drop(tape);
+    assert_eq!(DROPS.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn clear_frees_everything_and_records_the_peak() {
+    let mut tape = tape(1 << 16);
+    let first = tape.take(1000, 8).unwrap();
+    tape.take(3000, 8).unwrap();
+    assert_eq!(tape.peak(), 4000);
+    tape.clear();
+    assert_eq!(
+        (tape.used(), tape.remaining(), tape.peak()),
+        (0, tape.capacity(), 4000)
+    );
+    // The same bytes come back, from the start.
+    assert_eq!(tape.take(10, 8).unwrap(), first);
+    tape.clear();
+    tape.take(5000, 1).unwrap();
+    assert_eq!(tape.peak(), 5000, "the current use counts before any clear");
+    tape.clear();
+    tape.take(10, 1).unwrap();
+    assert_eq!(tape.peak(), 5000);
+}
+
+#[test]
+fn clear_shared_frees_everything_too() {
+    let tape = tape(4096);
+    tape.take(100, 1).unwrap();
+    // SAFETY: nothing taken is used again, and no other thread or lane exists.
+    unsafe { tape.clear_shared() };
+    assert_eq!((tape.used(), tape.peak()), (0, 100));
+}
+
+#[test]
+fn rewind_goes_back_to_the_mark_and_no_further() {
+    let mut tape = tape(4096);
+    tape.take(100, 1).unwrap();
+    let mark = tape.mark();
+    assert_eq!(mark.used(), 100);
+    let scratch = tape.take(50, 1).unwrap();
+    let inner = tape.mark();
+    tape.take(50, 1).unwrap();
+    tape.rewind(inner);
+    assert_eq!(tape.used(), 150);
+    tape.rewind(mark);
+    assert_eq!(tape.used(), 100);
+    assert_eq!(
+        tape.take(50, 1).unwrap(),
+        scratch,
+        "the scratch bytes are reused"
+    );
+    tape.rewind(mark); // a mark can be used again and again
+    tape.rewind(mark);
+    assert_eq!((tape.used(), tape.peak()), (100, 200));
+}
+
+#[test]
+#[should_panic(expected = "this mark was made by another tape")]
+fn a_mark_from_another_tape_panics() {
+    let mut a = tape(4096);
+    let b = tape(4096);
+    b.take(1, 1).unwrap();
+    a.take(10, 1).unwrap();
+    let foreign: Mark = b.mark();
+    a.rewind(foreign);
+}
+
+#[test]
+#[should_panic(expected = "is ahead of the cursor")]
+fn a_mark_from_before_a_clear_panics() {
+    let mut tape = tape(4096);
+    tape.take(10, 1).unwrap();
+    let mark = tape.mark();
+    tape.clear();
+    tape.rewind(mark);
+}
+
+#[test]
+fn owns_and_offset_of_locate_every_byte() {
+    let tape = tape(8192);
+    let cap = tape.capacity();
+    let xs = tape.take_fill(100, 0u8).unwrap();
+    let ys = tape.take_fill(3, 0u64).unwrap();
+    assert_eq!(tape.offset_of(xs.as_ptr()), Some(0));
+    assert_eq!(tape.offset_of(&xs[99]), Some(99));
+    assert_eq!(tape.offset_of(ys.as_ptr()), Some(104));
+    assert!(tape.owns(ys.as_ptr()) && tape.owns(&ys[2]));
+    // Untaken bytes are still the tape's; anything outside is not.
+    let base = tape.block().as_ptr();
+    assert_eq!(tape.offset_of(base.wrapping_add(cap - 1)), Some(cap - 1));
+    assert_eq!(tape.offset_of(base.wrapping_add(cap)), None);
+    assert!(!tape.owns(base.wrapping_sub(1)));
+    assert!(!tape.owns(&cap));
+    let other = self::tape(4096);
+    assert!(!other.owns(xs.as_ptr()));
+}
+
+#[test]
+fn a_lane_takes_from_one_chunk_until_it_runs_out() {
+    let tape = tape(1 << 16);
+    let mut lane = tape.lane_with_chunk(256);
+    assert_eq!(tape.used(), 0, "a lane claims nothing until it takes");
+    let a = lane.take(100, 1).unwrap();
+    assert_eq!((offset(&tape, a), tape.used()), (0, 256));
+    let b = lane.take(100, 1).unwrap();
+    assert_eq!((offset(&tape, b), tape.used()), (100, 256));
+    // Nobody took in between: the next chunk extends this one, and nothing is lost.
+    let c = lane.take(100, 1).unwrap();
+    assert_eq!((offset(&tape, c), tape.used()), (200, 512));
+    drop(lane);
+    assert_eq!(tape.used(), 300, "the unused tail is handed back");
+}
+
+#[test]
+fn a_lane_moves_past_takes_made_by_others() {
+    let tape = tape(1 << 16);
+    let mut lane = tape.lane_with_chunk(256);
+    lane.take(120, 1).unwrap();
+    let other = tape.take(1, 1).unwrap();
+    assert_eq!(offset(&tape, other), 256);
+    lane.take(120, 1).unwrap();
+    // 16 bytes are left, too few for the next request and few enough to leave behind: the
+    // next chunk starts after the other take, on a fresh 128-byte line.
+    let c = lane.take(120, 1).unwrap();
+    assert_eq!((offset(&tape, c), tape.used()), (384, 640));
+    drop(lane);
+    assert_eq!(tape.used(), 504);
+}
+
+#[test]
+fn a_lane_keeps_a_large_rest_for_smaller_requests() {
+    let tape = tape(1 << 16);
+    let mut lane = tape.lane_with_chunk(256);
+    lane.take(100, 1).unwrap();
+    tape.take(1, 1).unwrap();
+    lane.take(100, 1).unwrap();
+    // 56 bytes are left: more than an eighth of the chunk, so this request goes to the tape...
+    let direct = lane.take(100, 1).unwrap();
+    assert_eq!((offset(&tape, direct), tape.used()), (257, 357));
+    // ...and the rest still serves smaller ones.
+    let small = lane.take(50, 1).unwrap();
+    assert_eq!((offset(&tape, small), tape.used()), (200, 357));
+}
+
+#[test]
+fn a_request_larger_than_a_chunk_bypasses_it() {
+    let tape = tape(1 << 16);
+    let mut lane = tape.lane_with_chunk(256);
+    let a = lane.take(10, 1).unwrap();
+    let big = lane.take(1000, 1).unwrap();
+    assert_eq!((offset(&tape, big), tape.used()), (256, 1256));
+    let b = lane.take(10, 1).unwrap();
+    assert_eq!(
+        offset(&tape, b),
+        offset(&tape, a) + 10,
+        "the chunk was kept"
+    );
+    drop(lane);
+    // The tail cannot be handed back past the big take: it stays counted, and bounded.
+    assert_eq!(tape.used(), 1256);
+}
+
+#[test]
+fn a_dropped_lane_keeps_what_others_claimed_after_it() {
+    let tape = tape(1 << 20);
+    let mut lane = tape.lane();
+    lane.take(1, 1).unwrap();
+    assert_eq!(tape.used(), Lane::DEFAULT_CHUNK);
+    tape.take(1, 1).unwrap();
+    drop(lane);
+    assert_eq!(tape.used(), Lane::DEFAULT_CHUNK + 1);
+}
+
+#[test]
+fn lanes_hold_back_at_most_one_chunk_each() {
+    const LANES: usize = 4;
+    const CHUNK: usize = 1024;
+    const LARGEST: usize = 37;
+    let tape = tape(1 << 20);
+    let mut lanes: Vec<_> = (0..LANES).map(|_| tape.lane_with_chunk(CHUNK)).collect();
+    let mut taken = 0;
+    for round in 0..500 {
+        // Interleaved, so that every refill has to move to a fresh chunk.
+        for lane in &mut lanes {
+            let size = 1 + round % LARGEST;
+            lane.take(size, 1).unwrap();
+            taken += size;
+            // Held back: the rest of one chunk per lane. Left behind: less than the request
+            // that did not fit, plus a cache line of alignment, per chunk.
+            let chunks = tape.used() / CHUNK + LANES;
+            let waste = tape.used() - taken;
+            assert!(
+                waste <= LANES * CHUNK + chunks * (LARGEST + 127),
+                "waste {waste}"
+            );
+        }
+    }
+    drop(lanes);
+    assert!(tape.used() >= taken);
+    assert!(tape.used() - taken <= (tape.used() / CHUNK + LANES) * (LARGEST + 127));
+}
+
+#[test]
+fn a_lane_uses_the_last_bytes_of_a_nearly_full_tape() {
+    let tape = tape(4096);
+    let cap = tape.capacity();
+    // The default chunk is larger than the whole tape: every take goes to it directly.
+    let mut lane = tape.lane();
+    for _ in 0..cap / 64 {
+        lane.take(64, 64).unwrap();
+    }
+    assert!(lane.take(1, 1).is_none());
+    assert_eq!(tape.used(), cap);
+}
+
+#[test]
+fn allocations_from_a_lane_outlive_it() {
+    let mut tape = tape(1 << 16);
+    let (xs, ys) = {
+        let mut lane = tape.lane_with_chunk(128);
+        let xs = lane.take_fill(40, 1u32).unwrap();
+        let ys = lane.take_copy(&[2u8; 300]).unwrap();
+        (xs, ys)
+    };
+    xs[0] = 5;
+    assert_eq!(xs.iter().sum::<u32>(), 44);
+    assert!(ys.iter().all(|&y| y == 2));
+    tape.clear();
+    assert_eq!(tape.used(), 0);
+}
+
+#[test]
+fn lanes_on_threads_share_one_tape() {
+    let mut tape = tape(1 << 20);
+    let sums: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4u64)
+            .map(|t| {
+                let mut lane = tape.lane_with_chunk(512);
+                s.spawn(move || {
+                    let mut total = 0;
+                    for i in 0..100 {
+                        let xs = lane.take_fill(10, t * 1000 + i).unwrap();
+                        total += xs.iter().sum::<u64>();
+                    }
+                    total
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (t, sum) in sums.into_iter().enumerate() {
+        assert_eq!(sum, 10 * (0..100).map(|i| t as u64 * 1000 + i).sum::<u64>());
+    }
+    assert!(tape.used() >= 4 * 100 * 80);
+    tape.clear();
+}
+
+#[test]
+fn tapes_and_lanes_cross_threads() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<Tape>();
+    sync::<Tape>();
+    send::<Lane<'static>>();
+    send::<Mark>();
+    sync::<Mark>();
+}
+
+#[test]
+fn debug_output_shows_the_figures() {
+    let tape = tape(4096);
+    tape.take(12, 1).unwrap();
+    let text = format!("{tape:?}");
+    assert!(text.contains("used: 12"), "{text}");
+    assert!(
+        text.contains(&format!("capacity: {}", tape.capacity())),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_take_slice_of_maybe_uninit_is_the_size_asked() {
+    let tape = tape(4096);
+    let xs: &mut [MaybeUninit<u16>] = tape.take_slice(9).unwrap();
+    assert_eq!(xs.len(), 9);
+    assert_eq!(tape.used(), 18);
+}
