@@ -1,0 +1,500 @@
+//! Grid and Stash: what a user can observe, alone and under contention.
+
+use std::collections::{HashSet, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use unimem::{Block, Cell, Grid, Pinning, Stash};
+
+/// A grid pinned if the system allows it, so that the tests do not depend on the memory-lock
+/// limit of the machine (tests of `Grid::new` itself use small grids).
+fn grid<const CELL: usize, const N: usize>() -> Grid<CELL, N> {
+    Grid::with_options(Block::options().pinning(Pinning::BestEffort)).unwrap()
+}
+
+/// Takes every cell there is, asserting that exactly `N` takes succeed.
+fn take_all<const CELL: usize, const N: usize>(grid: &Grid<CELL, N>) -> Vec<Cell<'_, CELL, N>> {
+    let cells: Vec<_> = (0..N).map_while(|_| grid.take()).collect();
+    assert_eq!(cells.len(), N, "a grid of {N} cells ran out early");
+    assert!(grid.take().is_none(), "a grid of {N} cells gave out more");
+    cells
+}
+
+/// The panic message of `f`, which must panic.
+fn panic_message(f: impl FnOnce()) -> String {
+    let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => payload.downcast_ref::<&str>().unwrap().to_string(),
+    }
+}
+
+#[test]
+fn new_and_new_warm_open_grids_of_the_asked_shape() {
+    let lazy = Grid::<64, 16>::new().unwrap();
+    let warm = Grid::<128, 8>::new_warm().unwrap();
+    assert_eq!((lazy.capacity(), lazy.free()), (16, 16));
+    assert_eq!((warm.capacity(), warm.free()), (8, 8));
+    assert!(lazy.block().len() >= 64 * 16);
+    assert!(warm.block().len() >= 128 * 8);
+}
+
+#[test]
+fn exactly_n_takes_succeed_then_none() {
+    let grid = grid::<64, 100>();
+    let mut cells = take_all(&grid);
+    assert_eq!(grid.free(), 0);
+    let index = cells.pop().unwrap().index();
+    assert_eq!(grid.free(), 1);
+    assert_eq!(grid.take().unwrap().index(), index, "the one free cell");
+}
+
+#[test]
+fn cells_are_distinct_aligned_and_inside_the_block() {
+    // A cell size that is not a power of two, and a count that is not a multiple of 64.
+    let grid = grid::<192, 70>();
+    let mut cells = take_all(&grid);
+    let base = grid.block().as_ptr();
+    let mut indices = HashSet::new();
+    for cell in &mut cells {
+        assert!(indices.insert(cell.index()));
+        assert!(cell.index() < 70);
+        assert_eq!(cell.offset(), cell.index() * 192);
+        assert_eq!(cell.len(), 192);
+        assert_eq!(cell.as_ptr(), base.wrapping_add(cell.offset()).cast_const());
+        assert_eq!(cell.as_mut_ptr().cast_const(), cell.as_ptr());
+        assert_eq!(cell.as_ptr().addr() % 64, 0);
+        assert_eq!(grid.block().offset_of(cell.as_ptr()), Some(cell.offset()));
+        assert!(cell.offset() + cell.len() <= grid.block().len());
+        let stamp = cell.index() as u8;
+        cell.fill(stamp);
+    }
+    // Every cell kept its own bytes: no two overlap.
+    for cell in &cells {
+        let stamp = cell.index() as u8;
+        assert!(
+            cell.iter().all(|&byte| byte == stamp),
+            "cell {}",
+            cell.index()
+        );
+    }
+}
+
+#[test]
+fn a_given_back_cell_keeps_its_bytes_for_the_next_owner() {
+    let grid = grid::<256, 4>();
+    let mut cell = grid.take().unwrap();
+    assert!(cell.iter().all(|&byte| byte == 0), "fresh cells are zeroed");
+    let index = cell.index();
+    cell.as_mut()[..4].copy_from_slice(b"kept");
+    grid.give(cell);
+    let again = grid.take().unwrap();
+    assert_eq!(again.index(), index);
+    assert_eq!(&again.as_ref()[..4], b"kept");
+}
+
+#[test]
+fn dropping_or_giving_a_cell_returns_it() {
+    let grid = grid::<64, 3>();
+    let (a, b) = (grid.take().unwrap(), grid.take().unwrap());
+    assert_eq!(grid.free(), 1);
+    drop(a);
+    assert_eq!(grid.free(), 2);
+    grid.give(b);
+    assert_eq!(grid.free(), 3);
+    drop(take_all(&grid));
+    assert_eq!(grid.free(), 3);
+}
+
+#[test]
+fn a_cell_given_to_another_grid_panics_and_goes_home() {
+    let home = grid::<64, 8>();
+    let other = grid::<64, 8>();
+    let held = other.take().unwrap();
+    let cell = home.take().unwrap();
+    let index = cell.index();
+    let message = panic_message(|| other.give(cell));
+    assert!(message.contains(&format!("cell {index} was taken from a different Grid")));
+    assert!(message.contains("drop it"), "{message}");
+    // The cell went back to `home`, and `other` was not touched.
+    assert_eq!(home.free(), 8);
+    assert_eq!(other.free(), 7);
+    drop(held);
+    assert_eq!(take_all(&home).len(), 8);
+    assert_eq!(take_all(&other).len(), 8);
+}
+
+#[test]
+fn a_cell_given_to_another_grids_stash_panics_and_goes_home() {
+    let home = grid::<64, 8>();
+    let other = grid::<64, 8>();
+    let stash = other.stash();
+    let kept = stash.take().unwrap();
+    let cell = home.take().unwrap();
+    let message = panic_message(|| stash.give(cell));
+    assert!(message.contains("different Grid"), "{message}");
+    assert!(message.contains("Stash"), "{message}");
+    assert_eq!(home.free(), 8);
+    assert_eq!(stash.held(), 7);
+    stash.give(kept);
+    drop(stash);
+    assert_eq!(other.free(), 8);
+}
+
+#[test]
+fn a_cell_can_be_dropped_on_another_thread() {
+    let grid = grid::<64, 4>();
+    let mut cell = grid.take().unwrap();
+    cell[0] = 42;
+    thread::scope(|s| {
+        s.spawn(move || assert_eq!(cell[0], 42));
+    });
+    assert_eq!(grid.free(), 4);
+}
+
+#[test]
+fn grids_cells_and_stashes_cross_threads_as_documented() {
+    fn send_and_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_and_sync::<Grid<64, 4>>();
+    send_and_sync::<Cell<'static, 64, 4>>();
+    send::<Stash<'static, 64, 4>>();
+}
+
+#[test]
+fn debug_output_names_the_parts() {
+    let grid = grid::<64, 4>();
+    let cell = grid.take().unwrap();
+    let text = format!("{cell:?}");
+    assert!(
+        text.contains("index: 0") && text.contains("offset: 0"),
+        "{text}"
+    );
+    let text = format!("{grid:?}");
+    assert!(
+        text.contains("capacity: 4") && text.contains("free: 3"),
+        "{text}"
+    );
+    let stash = grid.stash();
+    assert!(format!("{stash:?}").contains("held: 0"));
+}
+
+#[test]
+fn a_stash_refills_in_batches_and_returns_everything_when_dropped() {
+    let grid = grid::<64, 200>();
+    let stash = grid.stash();
+    let first = stash.take().unwrap();
+    assert_eq!(stash.held(), 31, "a refill claims 32 cells");
+    assert_eq!(grid.free(), 200 - 32);
+    let mut cells = vec![first];
+    cells.extend((1..100).map(|_| stash.take().unwrap()));
+    let distinct: HashSet<_> = cells.iter().map(|cell| cell.index()).collect();
+    assert_eq!(distinct.len(), 100);
+    let mut out = cells.len();
+    for cell in cells {
+        stash.give(cell);
+        out -= 1;
+        assert!(stash.held() <= 64);
+        assert_eq!(grid.free() + stash.held(), 200 - out);
+    }
+    drop(stash);
+    assert_eq!(grid.free(), 200);
+}
+
+#[test]
+fn a_full_stash_returns_its_oldest_half() {
+    let grid = grid::<64, 128>();
+    let mut cells = take_all(&grid);
+    let _kept_out = cells.split_off(65);
+    let stash = grid.stash();
+    let mut indices = Vec::new();
+    for cell in cells {
+        indices.push(cell.index());
+        stash.give(cell);
+    }
+    // The 65th give found 64 held, returned the 32 given first and kept the rest.
+    assert_eq!(stash.held(), 33);
+    assert_eq!(grid.free(), 32);
+    let back: HashSet<_> = take_all_free(&grid);
+    assert_eq!(back, indices[..32].iter().copied().collect());
+}
+
+/// Takes every free cell and gives them back; returns their indices.
+fn take_all_free<const CELL: usize, const N: usize>(grid: &Grid<CELL, N>) -> HashSet<usize> {
+    let cells: Vec<_> = (0..N).map_while(|_| grid.take()).collect();
+    cells.iter().map(|cell| cell.index()).collect()
+}
+
+#[test]
+fn a_stash_flush_returns_what_it_holds() {
+    let grid = grid::<64, 100>();
+    let stash = grid.stash();
+    let cell = stash.take().unwrap();
+    assert!(stash.held() > 0);
+    stash.flush();
+    assert_eq!(stash.held(), 0);
+    assert_eq!(grid.free(), 99);
+    drop(cell);
+    assert_eq!(grid.free(), 100);
+}
+
+#[test]
+fn a_cell_from_a_stash_dropped_goes_to_the_grid() {
+    let grid = grid::<64, 100>();
+    let stash = grid.stash();
+    let cell = stash.take().unwrap();
+    let held = stash.held();
+    let free = grid.free();
+    drop(cell);
+    assert_eq!((stash.held(), grid.free()), (held, free + 1));
+}
+
+#[test]
+fn a_stash_hands_out_every_cell_of_a_small_grid_once() {
+    fn check<const N: usize>() {
+        let grid = grid::<64, N>();
+        let stash = grid.stash();
+        let cells: Vec<_> = (0..N).map_while(|_| stash.take()).collect();
+        assert_eq!(cells.len(), N);
+        assert!(stash.take().is_none());
+        assert!(grid.take().is_none());
+        let distinct: HashSet<_> = cells.iter().map(|cell| cell.index()).collect();
+        assert_eq!(distinct, (0..N).collect());
+        for cell in cells {
+            stash.give(cell);
+        }
+        drop(stash);
+        assert_eq!(grid.free(), N);
+    }
+    check::<1>();
+    check::<5>();
+    check::<63>();
+    check::<64>();
+    check::<65>();
+    check::<100>();
+    check::<300>();
+}
+
+#[test]
+fn two_stashes_share_a_grid_without_overlap() {
+    let grid = grid::<64, 100>();
+    let (left, right) = (grid.stash(), grid.stash());
+    let mut cells = Vec::new();
+    loop {
+        match (left.take(), right.take()) {
+            (None, None) => break,
+            (a, b) => cells.extend(a.into_iter().chain(b)),
+        }
+    }
+    assert_eq!(cells.len(), 100);
+    let distinct: HashSet<_> = cells.iter().map(|cell| cell.index()).collect();
+    assert_eq!(distinct.len(), 100);
+    drop(cells);
+    drop((left, right));
+    assert_eq!(grid.free(), 100);
+}
+
+// ---- Under contention -------------------------------------------------------------------
+
+/// Take+give cycles per thread.
+const CYCLES: u64 = if cfg!(miri) { 300 } else { 1_000_000 };
+/// A stamp's bytes: owner thread (1-based) and sequence number.
+const STAMP: usize = 16;
+
+/// Who holds each cell, as the threads themselves see it: a cell handed out twice shows up as
+/// a second holder, or as a stamp overwritten while its owner held the cell.
+struct Ledger {
+    holders: Vec<AtomicU32>,
+}
+
+impl Ledger {
+    fn new(cells: usize) -> Ledger {
+        Ledger {
+            holders: (0..cells).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    /// Records that `owner` now holds `cell`, and stamps the cell with `(owner, seq)`.
+    fn claim<const N: usize>(&self, cell: &mut Cell<'_, 64, N>, owner: u64, seq: u64) {
+        let before = self.holders[cell.index()].fetch_add(1, Ordering::Relaxed);
+        assert_eq!(before, 0, "cell {} handed out while held", cell.index());
+        cell[..8].copy_from_slice(&owner.to_le_bytes());
+        cell[8..STAMP].copy_from_slice(&seq.to_le_bytes());
+        cell[STAMP..].fill(owner as u8);
+    }
+
+    /// Checks that `cell` still carries `(owner, seq)`, and records that it is being let go.
+    fn release<const N: usize>(&self, cell: &Cell<'_, 64, N>, owner: u64, seq: u64) {
+        assert_eq!(
+            cell[..8],
+            owner.to_le_bytes(),
+            "cell {} changed owner",
+            cell.index()
+        );
+        assert_eq!(
+            cell[8..STAMP],
+            seq.to_le_bytes(),
+            "cell {} was reused",
+            cell.index()
+        );
+        assert!(cell[STAMP..].iter().all(|&byte| byte == owner as u8));
+        let before = self.holders[cell.index()].fetch_sub(1, Ordering::Relaxed);
+        assert_eq!(before, 1, "cell {} had another holder", cell.index());
+    }
+}
+
+/// Where a stress thread takes cells from and gives them back to.
+trait Source<'g, const N: usize> {
+    fn take(&self) -> Option<Cell<'g, 64, N>>;
+    fn give(&self, cell: Cell<'g, 64, N>);
+    /// Returns whatever the source keeps back from the grid.
+    fn flush(&self);
+}
+
+impl<'g, const N: usize> Source<'g, N> for &'g Grid<64, N> {
+    fn take(&self) -> Option<Cell<'g, 64, N>> {
+        Grid::take(self)
+    }
+    fn give(&self, cell: Cell<'g, 64, N>) {
+        Grid::give(self, cell)
+    }
+    fn flush(&self) {}
+}
+
+impl<'g, const N: usize> Source<'g, N> for Stash<'g, 64, N> {
+    fn take(&self) -> Option<Cell<'g, 64, N>> {
+        Stash::take(self)
+    }
+    fn give(&self, cell: Cell<'g, 64, N>) {
+        Stash::give(self, cell)
+    }
+    fn flush(&self) {
+        Stash::flush(self)
+    }
+}
+
+/// `threads` threads each run `CYCLES` take+give cycles through the source `make` gives them.
+/// Each holds a changing number of stamped cells, up to `deepest`, so that ownerships overlap
+/// in time and stashes run dry and overflow. Afterwards every cell is back.
+fn stress<'g, const N: usize, S: Source<'g, N>>(
+    grid: &'g Grid<64, N>,
+    threads: u64,
+    deepest: u64,
+    make: impl Fn() -> S + Sync,
+) {
+    let ledger = Ledger::new(N);
+    thread::scope(|s| {
+        for owner in 1..=threads {
+            let (ledger, make) = (&ledger, &make);
+            s.spawn(move || {
+                let source = make();
+                let mut held = VecDeque::new();
+                for seq in 0..CYCLES {
+                    let mut cell = loop {
+                        if let Some(cell) = source.take() {
+                            break cell;
+                        }
+                        // The free cells may all sit in other threads' hands and stashes: let
+                        // go of ours, so that the threads can never all wait on each other.
+                        for (cell, seq) in held.drain(..) {
+                            ledger.release(&cell, owner, seq);
+                            source.give(cell);
+                        }
+                        source.flush();
+                        thread::yield_now();
+                    };
+                    ledger.claim(&mut cell, owner, seq);
+                    held.push_back((cell, seq));
+                    // Hold 1, 2, .. `deepest` cells in turn, changing every 100 cycles, and
+                    // give back in bursts when the depth drops.
+                    let depth = 1 + (seq / 100 + owner) % deepest;
+                    while held.len() as u64 > depth {
+                        let (cell, seq) = held.pop_front().unwrap();
+                        ledger.release(&cell, owner, seq);
+                        source.give(cell);
+                    }
+                }
+                for (cell, seq) in held {
+                    ledger.release(&cell, owner, seq);
+                    source.give(cell);
+                }
+            });
+        }
+    });
+    assert_eq!(grid.free(), N, "every cell is back");
+    assert_eq!(take_all(grid).len(), N);
+}
+
+// Two words of cells: every thread takes from the same two cache lines.
+#[test]
+fn stress_grid_2_threads() {
+    let grid = grid::<64, 128>();
+    stress(&grid, 2, 8, || &grid);
+}
+
+#[test]
+fn stress_grid_8_threads() {
+    let grid = grid::<64, 128>();
+    stress(&grid, 8, 8, || &grid);
+}
+
+// Holding up to 40 cells makes each stash run dry and overflow again and again, and the
+// stashes and hands hold more cells between them than the grid has.
+#[test]
+fn stress_stash_2_threads() {
+    let grid = grid::<64, 64>();
+    stress(&grid, 2, 40, || grid.stash());
+}
+
+#[test]
+fn stress_stash_8_threads() {
+    let grid = grid::<64, 256>();
+    stress(&grid, 8, 40, || grid.stash());
+}
+
+#[test]
+fn stress_cells_sent_through_a_channel() {
+    const PER_PRODUCER: u64 = if cfg!(miri) { 200 } else { 250_000 };
+    let grid = grid::<64, 256>();
+    let ledger = Ledger::new(256);
+    let (send, receive) = mpsc::channel();
+    thread::scope(|s| {
+        for owner in 1..=2 {
+            let (send, ledger, grid) = (send.clone(), &ledger, &grid);
+            s.spawn(move || {
+                let stash = grid.stash();
+                for seq in 0..PER_PRODUCER {
+                    // The consumer gives every cell back, so waiting for one always ends.
+                    let mut cell = loop {
+                        match stash.take() {
+                            Some(cell) => break cell,
+                            None => thread::yield_now(),
+                        }
+                    };
+                    ledger.claim(&mut cell, owner, seq);
+                    send.send((cell, owner, seq)).unwrap();
+                }
+            });
+        }
+        drop(send);
+        // The consumer gives half the cells to its own stash and drops the other half, so
+        // cells cross between stashes, the grid and threads every way there is.
+        let (ledger, grid) = (&ledger, &grid);
+        s.spawn(move || {
+            let stash = grid.stash();
+            let mut received = 0;
+            for (cell, owner, seq) in receive {
+                ledger.release(&cell, owner, seq);
+                if seq % 2 == 0 {
+                    stash.give(cell);
+                } else {
+                    drop(cell);
+                }
+                received += 1;
+            }
+            assert_eq!(received, 2 * PER_PRODUCER);
+        });
+    });
+    assert_eq!(grid.free(), 256);
+}
