@@ -76,7 +76,7 @@ fn grid_cycle(grid: &CellGrid) -> impl FnMut() + '_ {
 }
 
 fn stash_cycle(grid: &CellGrid) -> impl FnMut() + '_ {
-    let stash = grid.stash();
+    let mut stash = grid.stash();
     move || {
         let mut cell = stash.take().expect("a free cell");
         touch(cell.as_mut_ptr());

@@ -91,7 +91,7 @@ fn main() {
     let mismatches = thread::scope(|s| {
         // Each stage owns its channel ends, so that each channel closes when its sender ends.
         s.spawn(move || {
-            let stash = grid.stash();
+            let mut stash = grid.stash();
             for frame in 0..frames {
                 let mut cell = loop {
                     match stash.take() {

@@ -129,7 +129,7 @@ fn a_cell_given_to_another_grid_panics_and_goes_home() {
 fn a_cell_given_to_another_grids_stash_panics_and_goes_home() {
     let home = grid::<64, 8>();
     let other = grid::<64, 8>();
-    let stash = other.stash();
+    let mut stash = other.stash();
     let kept = stash.take().unwrap();
     let cell = home.take().unwrap();
     let message = panic_message(|| stash.give(cell));
@@ -183,7 +183,7 @@ fn debug_output_names_the_parts() {
 #[test]
 fn a_stash_refills_in_batches_and_returns_everything_when_dropped() {
     let grid = grid::<64, 200>();
-    let stash = grid.stash();
+    let mut stash = grid.stash();
     let first = stash.take().unwrap();
     assert_eq!(stash.held(), 31, "a refill claims 32 cells");
     assert_eq!(grid.free(), 200 - 32);
@@ -207,7 +207,7 @@ fn a_full_stash_returns_its_oldest_half() {
     let grid = grid::<64, 128>();
     let mut cells = take_all(&grid);
     let _kept_out = cells.split_off(65);
-    let stash = grid.stash();
+    let mut stash = grid.stash();
     let mut indices = Vec::new();
     for cell in cells {
         indices.push(cell.index());
@@ -229,7 +229,7 @@ fn take_all_free<const CELL: usize, const N: usize>(grid: &Grid<CELL, N>) -> Has
 #[test]
 fn a_stash_flush_returns_what_it_holds() {
     let grid = grid::<64, 100>();
-    let stash = grid.stash();
+    let mut stash = grid.stash();
     let cell = stash.take().unwrap();
     assert!(stash.held() > 0);
     stash.flush();
@@ -242,7 +242,7 @@ fn a_stash_flush_returns_what_it_holds() {
 #[test]
 fn a_cell_from_a_stash_dropped_goes_to_the_grid() {
     let grid = grid::<64, 100>();
-    let stash = grid.stash();
+    let mut stash = grid.stash();
     let cell = stash.take().unwrap();
     let held = stash.held();
     let free = grid.free();
@@ -254,7 +254,7 @@ fn a_cell_from_a_stash_dropped_goes_to_the_grid() {
 fn a_stash_hands_out_every_cell_of_a_small_grid_once() {
     fn check<const N: usize>() {
         let grid = grid::<64, N>();
-        let stash = grid.stash();
+        let mut stash = grid.stash();
         let cells: Vec<_> = (0..N).map_while(|_| stash.take()).collect();
         assert_eq!(cells.len(), N);
         assert!(stash.take().is_none());
@@ -279,7 +279,7 @@ fn a_stash_hands_out_every_cell_of_a_small_grid_once() {
 #[test]
 fn two_stashes_share_a_grid_without_overlap() {
     let grid = grid::<64, 100>();
-    let (left, right) = (grid.stash(), grid.stash());
+    let (mut left, mut right) = (grid.stash(), grid.stash());
     let mut cells = Vec::new();
     loop {
         match (left.take(), right.take()) {
@@ -346,30 +346,30 @@ impl Ledger {
 
 /// Where a stress thread takes cells from and gives them back to.
 trait Source<'g, const N: usize> {
-    fn take(&self) -> Option<Cell<'g, 64, N>>;
-    fn give(&self, cell: Cell<'g, 64, N>);
+    fn take(&mut self) -> Option<Cell<'g, 64, N>>;
+    fn give(&mut self, cell: Cell<'g, 64, N>);
     /// Returns whatever the source keeps back from the grid.
-    fn flush(&self);
+    fn flush(&mut self);
 }
 
 impl<'g, const N: usize> Source<'g, N> for &'g Grid<64, N> {
-    fn take(&self) -> Option<Cell<'g, 64, N>> {
-        Grid::take(self)
+    fn take(&mut self) -> Option<Cell<'g, 64, N>> {
+        Grid::take(*self)
     }
-    fn give(&self, cell: Cell<'g, 64, N>) {
-        Grid::give(self, cell)
+    fn give(&mut self, cell: Cell<'g, 64, N>) {
+        Grid::give(*self, cell)
     }
-    fn flush(&self) {}
+    fn flush(&mut self) {}
 }
 
 impl<'g, const N: usize> Source<'g, N> for Stash<'g, 64, N> {
-    fn take(&self) -> Option<Cell<'g, 64, N>> {
+    fn take(&mut self) -> Option<Cell<'g, 64, N>> {
         Stash::take(self)
     }
-    fn give(&self, cell: Cell<'g, 64, N>) {
+    fn give(&mut self, cell: Cell<'g, 64, N>) {
         Stash::give(self, cell)
     }
-    fn flush(&self) {
+    fn flush(&mut self) {
         Stash::flush(self)
     }
 }
@@ -388,7 +388,7 @@ fn stress<'g, const N: usize, S: Source<'g, N>>(
         for owner in 1..=threads {
             let (ledger, make) = (&ledger, &make);
             s.spawn(move || {
-                let source = make();
+                let mut source = make();
                 let mut held = VecDeque::new();
                 for seq in 0..CYCLES {
                     let mut cell = loop {
@@ -463,7 +463,7 @@ fn stress_cells_sent_through_a_channel() {
         for owner in 1..=2 {
             let (send, ledger, grid) = (send.clone(), &ledger, &grid);
             s.spawn(move || {
-                let stash = grid.stash();
+                let mut stash = grid.stash();
                 for seq in 0..PER_PRODUCER {
                     // The consumer gives every cell back, so waiting for one always ends.
                     let mut cell = loop {
@@ -482,7 +482,7 @@ fn stress_cells_sent_through_a_channel() {
         // cells cross between stashes, the grid and threads every way there is.
         let (ledger, grid) = (&ledger, &grid);
         s.spawn(move || {
-            let stash = grid.stash();
+            let mut stash = grid.stash();
             let mut received = 0;
             for (cell, owner, seq) in receive {
                 ledger.release(&cell, owner, seq);

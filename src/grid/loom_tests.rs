@@ -95,7 +95,7 @@ fn loom_a_stash_refill_races_a_take() {
     loom::model(|| {
         let fixture = Fixture::<3>::leaked();
         let stasher = thread::spawn(move || {
-            let stash = fixture.grid.stash();
+            let mut stash = fixture.grid.stash();
             let cell = stash.take().expect("nobody can take all three cells first");
             fixture.write(&cell, 1);
             cell // the stash returns what else it holds as it drops
@@ -117,7 +117,7 @@ fn loom_a_stash_refill_races_a_take() {
 fn loom_a_stash_flush_races_takes() {
     loom::model(|| {
         let fixture = Fixture::<2>::leaked();
-        let stash = fixture.grid.stash();
+        let mut stash = fixture.grid.stash();
         let (a, b) = (stash.take().unwrap(), stash.take().unwrap());
         let stasher = thread::spawn(move || {
             fixture.write(&a, 1);

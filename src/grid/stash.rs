@@ -1,8 +1,8 @@
 //! [`Stash`]: one thread's pocket of free cells, the fast path of a [`Grid`].
 
 use super::{Cell, Grid, bitmap};
-use core::cell::Cell as Slot;
 use core::fmt;
+use core::marker::PhantomData;
 
 /// The most cells a stash holds.
 const CAPACITY: usize = 64;
@@ -25,14 +25,14 @@ const HALF: usize = CAPACITY / 2;
 /// stash holds are not [`free`](Grid::free) in the grid, and other threads cannot take them:
 /// give a grid 64 spare cells per stash.
 ///
-/// A stash can move to another thread (it is `Send`) but not be shared between threads (it is
-/// not `Sync`):
+/// A stash can move to another thread (it is `Send`) but is meant to be one thread's alone (it
+/// is not `Sync`):
 ///
 /// ```compile_fail,E0277
 /// let grid = unimem::Grid::<64, 128>::new().unwrap();
 /// let stash = grid.stash();
 /// std::thread::scope(|s| {
-///     s.spawn(|| stash.take()); // error: `Cell<usize>` cannot be shared between threads
+///     s.spawn(|| stash.held()); // error: `Cell<()>` cannot be shared between threads
 /// });
 /// ```
 ///
@@ -40,7 +40,7 @@ const HALF: usize = CAPACITY / 2;
 /// use unimem::Grid;
 ///
 /// let grid = Grid::<256, 128>::new()?;
-/// let stash = grid.stash();
+/// let mut stash = grid.stash();
 /// let mut cell = stash.take().expect("the grid has free cells");
 /// cell.fill(7);
 /// stash.give(cell);
@@ -53,31 +53,33 @@ const HALF: usize = CAPACITY / 2;
 pub struct Stash<'g, const CELL: usize, const N: usize> {
     grid: &'g Grid<CELL, N>,
     /// Indices of the cells held, the longest-held first.
-    held: [Slot<usize>; CAPACITY],
-    len: Slot<usize>,
+    held: [usize; CAPACITY],
+    len: usize,
+    /// One thread's pocket: nothing in it is meant to be shared, so it is not `Sync`.
+    not_shared: PhantomData<core::cell::Cell<()>>,
 }
 
 impl<'g, const CELL: usize, const N: usize> Stash<'g, CELL, N> {
     pub(super) fn new(grid: &'g Grid<CELL, N>) -> Self {
         Stash {
             grid,
-            held: [const { Slot::new(0) }; CAPACITY],
-            len: Slot::new(0),
+            held: [0; CAPACITY],
+            len: 0,
+            not_shared: PhantomData,
         }
     }
 
     /// Takes a cell from the pocket, refilling it from the grid when empty. `None` when the
     /// pocket is empty and so is the grid.
     #[inline]
-    pub fn take(&self) -> Option<Cell<'g, CELL, N>> {
-        let len = match self.len.get() {
-            0 => self.refill()?,
-            len => len,
-        };
-        self.len.set(len - 1);
+    pub fn take(&mut self) -> Option<Cell<'g, CELL, N>> {
+        if self.len == 0 {
+            self.refill()?;
+        }
+        self.len -= 1;
         Some(Cell {
             grid: self.grid,
-            index: self.held[len - 1].get(),
+            index: self.held[self.len],
         })
     }
 
@@ -89,26 +91,25 @@ impl<'g, const CELL: usize, const N: usize> Stash<'g, CELL, N> {
     /// to its own grid as it is dropped during the unwinding.
     #[inline]
     #[track_caller]
-    pub fn give(&self, cell: Cell<'_, CELL, N>) {
+    pub fn give(&mut self, cell: Cell<'_, CELL, N>) {
         self.grid.check_home(&cell, "Stash");
         let index = cell.into_index();
-        let len = match self.len.get() {
-            CAPACITY => self.return_oldest(HALF),
-            len => len,
-        };
-        self.held[len].set(index);
-        self.len.set(len + 1);
+        if self.len == CAPACITY {
+            self.return_oldest(HALF);
+        }
+        self.held[self.len] = index;
+        self.len += 1;
     }
 
     /// Returns every cell the pocket holds to the grid, one atomic operation per bitmap word.
-    pub fn flush(&self) {
-        self.return_oldest(self.len.get());
+    pub fn flush(&mut self) {
+        self.return_oldest(self.len);
     }
 
     /// How many cells the pocket holds.
     #[inline]
     pub fn held(&self) -> usize {
-        self.len.get()
+        self.len
     }
 
     /// The grid the stash takes from and returns to.
@@ -117,40 +118,31 @@ impl<'g, const CELL: usize, const N: usize> Stash<'g, CELL, N> {
         self.grid
     }
 
-    /// Claims up to half a pocket from one word of the grid with one atomic operation;
-    /// returns how many cells the (empty) pocket then holds.
+    /// Claims up to half a pocket from one word of the grid with one atomic operation into
+    /// the empty pocket; `None` if the grid has no free cell.
     #[cold]
-    fn refill(&self) -> Option<usize> {
+    fn refill(&mut self) -> Option<()> {
+        debug_assert_eq!(self.len, 0);
         let (word, mut bits) = self
             .grid
             .free
             .claim_many(self.grid.home_word(), HALF as u32)?;
-        let mut len = 0;
         while bits != 0 {
             // Highest first, so that the lowest cells are taken first, as by `Grid::take`.
             let bit = bits.ilog2() as usize;
             bits ^= 1 << bit;
-            self.held[len].set(word * bitmap::BITS + bit);
-            len += 1;
+            self.held[self.len] = word * bitmap::BITS + bit;
+            self.len += 1;
         }
-        self.len.set(len);
-        Some(len)
+        Some(())
     }
 
-    /// Returns the `count` longest-held cells to the grid; returns how many remain.
+    /// Returns the `count` longest-held cells to the grid.
     #[cold]
-    fn return_oldest(&self, count: usize) -> usize {
-        let len = self.len.get();
-        let mut leaving = [0; CAPACITY];
-        for (slot, index) in self.held[..count].iter().zip(&mut leaving) {
-            *index = slot.get();
-        }
-        for i in count..len {
-            self.held[i - count].set(self.held[i].get());
-        }
-        self.len.set(len - count);
-        self.grid.free.release_many(&mut leaving[..count]);
-        len - count
+    fn return_oldest(&mut self, count: usize) {
+        self.grid.free.release_many(&mut self.held[..count]);
+        self.held.copy_within(count..self.len, 0);
+        self.len -= count;
     }
 }
 
