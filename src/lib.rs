@@ -1,7 +1,71 @@
 //! Memory that the CPU, GPU and accelerators share without copies, and the allocators an
 //! inference engine needs on top of it.
 //!
-//! TODO: crate documentation (written once Tape and Grid are in).
+//! Inference engines keep their tensors in memory every engine of the machine can see: on Apple
+//! Silicon the CPU, GPU, AMX and Neural Engine all read the same physical pages. They allocate
+//! from it in hot loops, millions of times a second, and throw a whole forward pass away in one
+//! step. unimem is that layer, in three types:
+//!
+//! - [`Block`]: pinned, shareable memory with an address that never changes until drop.
+//! - [`Tape`]: a lock-free bump allocator over a Block: `take` is one atomic step, `clear`
+//!   rewinds everything at once, and per-thread [`Lane`]s take without any atomic at all.
+//! - [`Grid`]: `N` cells of `CELL` bytes in one Block, taken and given back lock-free; a
+//!   [`Cell`] returns itself when dropped, and a per-thread [`Stash`] batches the traffic.
+//!
+//! ```
+//! use unimem::Tape;
+//!
+//! let mut tape = Tape::start(1 << 20)?;
+//! let weights = tape.take_copy(&[0.5f32, -1.0, 2.0]).unwrap();
+//! let out = tape.take_fill(3, 0.0f32).unwrap();
+//! for (o, w) in out.iter_mut().zip(weights.iter()) {
+//!     *o = w * 2.0;
+//! }
+//! assert_eq!(out, &[1.0, -2.0, 4.0]);
+//! tape.clear(); // O(1); `weights` and `out` can no longer be used, and the compiler knows it
+//! # Ok::<(), unimem::Error>(())
+//! ```
+//!
+//! # What "pinned" and "shared" mean here
+//!
+//! | | macOS | Linux | elsewhere, and under Miri |
+//! |---|---|---|---|
+//! | the memory | an `IOSurface`, locked for CPU access for its whole life | a memfd sealed against shrinking and growing, mapped shared | a page-aligned heap region |
+//! | pinned | `mlock`: wired in RAM (the IOSurface lock bounds CPU access; Apple does not document it as wiring) | `mlock2`: locked in RAM, as pages fault in when the block is lazy | never |
+//! | shared with | GPU, ANE, AMX through [`Block::handle`] (the `IOSurfaceRef`); other processes through a mach port | other processes and drivers through the fd; nobody can truncate it under us | nothing |
+//!
+//! Pinning is subject to the memory-lock limit (`RLIMIT_MEMLOCK`, 8 MiB by default on Linux
+//! for unprivileged users). [`Pinning::Required`], the default, turns a refusal into an
+//! [`Error::PinRefused`] that names the limit and the ways out; [`Pinning::BestEffort`] carries
+//! on unpinned and says so through [`Block::is_pinned`].
+//!
+//! # Who may touch the memory, and when
+//!
+//! Rust's rule is that bytes are either shared read-only or written by exactly one owner. The
+//! three types divide that responsibility differently:
+//!
+//! - A [`Block`] hands out raw pointers and `unsafe` slice views only. It cannot know who else
+//!   is using the memory (another thread, the GPU, another process), so the caller keeps the
+//!   rule, as each view's `# Safety` section spells out.
+//! - A [`Tape`] hands out disjoint byte ranges, each exclusively yours (as `&mut [T]` from the
+//!   typed helpers) for as long as the tape is borrowed. [`Tape::clear`] and [`Tape::rewind`]
+//!   take `&mut self`, so they cannot run while any of those borrows, or any [`Lane`], is
+//!   alive. Destructors never run on tape memory: a `String` written there leaks its heap
+//!   buffer when the tape is cleared.
+//! - A [`Grid`] hands out [`Cell`]s, each exclusively yours until you give it back or drop it.
+//!   A cell may travel to another thread; its bytes are published to the next owner with
+//!   release/acquire ordering, so the next taker sees everything the last owner wrote.
+//!
+//! Handing memory to hardware goes through [`Block::handle`] plus an offset
+//! ([`Tape::offset_of`], [`Cell::offset`]). The device is outside the borrow checker: keep the
+//! allocation (and the tape or grid) alive and untouched until the device is done with it.
+//!
+//! # Errors
+//!
+//! Running out of room is not an error: `take` returns `None`. Programmer errors (an alignment
+//! that is not a power of two, a mark from another tape, a cell given to the wrong grid) panic
+//! with a message that says what to fix. Everything the system can refuse comes back as an
+//! [`Error`] whose message says what to do next.
 
 mod block;
 mod error;
@@ -14,5 +78,5 @@ mod tape;
 
 pub use block::{Block, Handle, OpenOptions, Pinning};
 pub use error::Error;
-// pub use grid::{Cell, Grid, Stash};
+pub use grid::{Cell, Grid, Stash};
 pub use tape::{Lane, Mark, Tape};
