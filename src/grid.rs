@@ -25,7 +25,8 @@ pub use stash::Stash;
 /// A grid is a [`Block`] cut into `N` equal cells plus a bitmap with one bit per cell, set
 /// while the cell is free. The bitmap is an array of 64-bit atomic words, one per cache line:
 ///
-/// - [`Grid::take`] finds a set bit and clears it with one atomic `fetch_and`. Whoever cleared
+/// - [`Grid::take`] finds a set bit and clears it with one atomic compare-and-swap on its
+///   word (not `fetch_and`, which x86 runs as a slow microcoded `lock btr`). Whoever cleared
 ///   the bit owns the cell, and gets a [`Cell`]: a handle that derefs to the cell's bytes.
 /// - Giving the cell back ([`Grid::give`], or simply dropping the `Cell`) sets the bit again
 ///   with one atomic `fetch_or`.
@@ -49,8 +50,9 @@ pub use stash::Stash;
 ///
 /// # Why a stash is faster
 ///
-/// A locked read-modify-write costs 7–9 ns on a current x86 core, so a take+give cycle through
-/// the grid, two of them, costs ~15 ns: the price of a general-purpose allocator's fast path.
+/// A take+give cycle through the grid is two locked read-modify-writes on a shared word,
+/// several nanoseconds each, and each moves the word's cache line to the calling core; with
+/// several threads on one word, that line ping-pongs between them.
 /// A [`Stash`] is a single thread's pocket of free cells: it claims up to 32 cells of one word
 /// with a single atomic operation, hands them out and takes them back with plain loads and
 /// stores, and returns them half a pocket at a time, one atomic operation per word. A cycle

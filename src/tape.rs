@@ -176,6 +176,11 @@ impl Tape {
     /// Puts a tape on a block the caller opened: unpinned, warm, or received from another
     /// process. The whole block is the tape's capacity.
     ///
+    /// The tape hands out `&mut` references into the block, so it must be the only thing
+    /// touching those bytes. A block opened here guarantees that; a block received from
+    /// another process (`Block::from_fd`, `Block::from_mach_port`) does only under the
+    /// agreement its `unsafe` constructor's `# Safety` section describes.
+    ///
     /// ```
     /// use unimem::{Block, Pinning, Tape};
     ///

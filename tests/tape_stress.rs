@@ -189,6 +189,17 @@ fn threads_taking_from_one_tape_get_disjoint_bytes() {
     assert_eq!(tape.used(), end);
 }
 
+/// Once every lane is gone, nothing is held back: the tape is used up to the end of the last
+/// allocation and no further.
+fn assert_used_ends_at_the_last_take(tape: &Tape, all: &[Taken]) {
+    let end = all
+        .iter()
+        .map(|taken| taken.start + taken.size)
+        .max()
+        .unwrap();
+    assert_eq!(tape.used(), end);
+}
+
 #[test]
 fn threads_taking_through_lanes_get_disjoint_bytes() {
     let threads = threads(8);
@@ -197,12 +208,7 @@ fn threads_taking_through_lanes_get_disjoint_bytes() {
     let all = hammer(&tape, threads, Via::Lanes { chunk });
     verify(&tape, &all);
     // Every lane is gone: what they held back was handed back or fenced in by later takes.
-    let end = all
-        .iter()
-        .map(|taken| taken.start + taken.size)
-        .max()
-        .unwrap();
-    assert_eq!(tape.used(), end);
+    assert_used_ends_at_the_last_take(&tape, &all);
 }
 
 #[test]
@@ -213,12 +219,7 @@ fn lanes_and_direct_takes_mixed_get_disjoint_bytes() {
     let tape = tape_for(threads, chunk);
     let all = hammer(&tape, threads, Via::Mixed { chunk });
     verify(&tape, &all);
-    let end = all
-        .iter()
-        .map(|taken| taken.start + taken.size)
-        .max()
-        .unwrap();
-    assert_eq!(tape.used(), end);
+    assert_used_ends_at_the_last_take(&tape, &all);
 }
 
 #[test]
