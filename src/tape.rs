@@ -159,7 +159,8 @@ impl Tape {
     }
 
     /// Like [`start`](Tape::start), but every page is resident before it returns, so that no
-    /// take in a hot loop ever meets a page fault. Costs about a millisecond per 16 MiB.
+    /// take in a hot loop ever meets a page fault. Costs what zeroing the pages costs: see
+    /// [`OpenOptions::warm`](crate::OpenOptions::warm).
     ///
     /// # Errors
     /// Those of [`Block::open`].

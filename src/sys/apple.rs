@@ -221,8 +221,11 @@ impl Drop for Region {
     }
 }
 
-/// Wires the pages (macOS has no lock-on-fault, so this populates them too).
-pub(crate) fn lock(ptr: NonNull<u8>, len: usize, _now: bool) -> io::Result<()> {
+/// macOS has no lock-on-fault: wiring the pages faults them all in.
+pub(crate) const LOCK_POPULATES: bool = true;
+
+/// Wires the pages.
+pub(crate) fn lock(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
     unix::mlock(ptr, len)
 }
 

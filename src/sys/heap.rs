@@ -72,8 +72,11 @@ impl Drop for Region {
     }
 }
 
+/// Nothing is ever locked here.
+pub(crate) const LOCK_POPULATES: bool = false;
+
 /// Never called: `Block` checks `CAN_PIN` first.
-pub(crate) fn lock(_: NonNull<u8>, _: usize, _: bool) -> io::Result<()> {
+pub(crate) fn lock(_: NonNull<u8>, _: usize) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
 

@@ -4,7 +4,7 @@
 //! - `Region`: zeroed, shareable memory of a page-rounded length, released on drop, with
 //!   `create(len)`, `ptr()`, `len()` and `handle()`;
 //! - `Handle`: the native object that `Region::handle` returns;
-//! - `CAN_PIN`, `lock`/`unlock` over a range of pages, and `populate` over a region;
+//! - `CAN_PIN`, `LOCK_POPULATES`, `lock`/`unlock` over a range of pages, and `populate` over a region;
 //! - `page_size()` and `memlock_limit()`.
 //!
 //! `block.rs` holds the policy (what to pin, when to populate) once, over these calls.
@@ -23,14 +23,16 @@ pub(crate) use unix::{memlock_limit, page_size, unlock};
 #[cfg(all(target_os = "linux", not(any(miri, loom))))]
 mod linux;
 #[cfg(all(target_os = "linux", not(any(miri, loom))))]
-pub(crate) use linux::{Access, CAN_PIN, Handle, Region, lock, populate};
+pub(crate) use linux::{Access, CAN_PIN, Handle, LOCK_POPULATES, Region, lock, populate};
 
 #[cfg(all(target_vendor = "apple", not(any(miri, loom))))]
 mod apple;
 #[cfg(all(target_vendor = "apple", not(any(miri, loom))))]
-pub(crate) use apple::{CAN_PIN, Handle, Region, deallocate_port, lock, populate};
+pub(crate) use apple::{CAN_PIN, Handle, LOCK_POPULATES, Region, deallocate_port, lock, populate};
 
 #[cfg(any(miri, loom, not(any(target_os = "linux", target_vendor = "apple"))))]
 mod heap;
 #[cfg(any(miri, loom, not(any(target_os = "linux", target_vendor = "apple"))))]
-pub(crate) use heap::{CAN_PIN, Handle, Region, lock, memlock_limit, page_size, populate, unlock};
+pub(crate) use heap::{
+    CAN_PIN, Handle, LOCK_POPULATES, Region, lock, memlock_limit, page_size, populate, unlock,
+};
