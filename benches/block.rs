@@ -12,6 +12,8 @@
     reason = "criterion_group! generates an undocumented pub fn"
 )]
 
+mod support;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::ptr;
@@ -306,5 +308,9 @@ fn bandwidth(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, init, bandwidth);
+criterion_group! {
+    name = benches;
+    config = support::config();
+    targets = init, bandwidth
+}
 criterion_main!(benches);

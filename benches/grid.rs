@@ -17,6 +17,8 @@
     reason = "criterion_group! generates an undocumented pub fn"
 )]
 
+mod support;
+
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use std::ptr;
@@ -184,5 +186,9 @@ fn cycles(c: &mut Criterion) {
     two.finish();
 }
 
-criterion_group!(benches, cycles);
+criterion_group! {
+    name = benches;
+    config = support::config();
+    targets = cycles
+}
 criterion_main!(benches);

@@ -5,13 +5,14 @@
 //!   byte written to it (volatile) so that none can be optimised away. Functions: `tape`
 //!   (`Tape::take`), `lane` (`Lane::take`), `malloc` (`libc::malloc` + `free`), `vec`
 //!   (`Vec::with_capacity` + drop), `box` (`Box::new_uninit` + drop), `bumpalo`
-//!   (`Bump::try_alloc_layout`), and `cas_floor`: a bare compare-exchange loop on one atomic
+//!   (`Bump::try_alloc_layout`), `mmap` (`mmap` + `munmap`, per allocation), and `cas_floor`: a bare compare-exchange loop on one atomic
 //!   and the same byte written where it points, the least any shared cursor can cost. The
 //!   arenas (tape, lane, bumpalo) hold `max(1 MiB, 8 allocations)` and are reset when full,
 //!   inside the timing.
 //! - `free_all`: freeing N = 1,000 allocations of 64 B at once: `tape` (`clear` after 1,000
-//!   takes), `bumpalo` (`reset` after 1,000 allocations), `malloc` (1,000 `free`s). Only the
-//!   freeing is timed.
+//!   takes), `bumpalo` (`reset` after 1,000 allocations), `malloc` (1,000 `free`s), `vec` and
+//!   `box` (dropping 1,000 of them), `munmap` (1,000 one-page mappings). Only the freeing is
+//!   timed.
 //! - `clear`: `Tape::clear` alone, `after_1_take` and `after_10000_takes` (of 64 B): the same
 //!   cost, because a clear never looks at what was taken.
 //! - `threads_2`: 2^22 takes of 8 B in all, on one thread or split over two, straight from a
@@ -22,6 +23,8 @@
     missing_docs,
     reason = "criterion_group! generates an undocumented pub fn"
 )]
+
+mod support;
 
 use bumpalo::Bump;
 use core::alloc::Layout;
@@ -51,6 +54,29 @@ fn warm_tape(len: usize) -> Tape {
 fn touch(ptr: NonNull<u8>) {
     // SAFETY: every caller passes a fresh allocation of at least one byte.
     unsafe { ptr.as_ptr().write_volatile(1) };
+}
+
+/// A fresh private anonymous mapping of `len` bytes: what an allocation straight from the
+/// kernel costs.
+fn map(len: usize) -> NonNull<u8> {
+    // SAFETY: a new mapping chosen by the kernel; checked before use.
+    let ptr = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(ptr, libc::MAP_FAILED);
+    NonNull::new(ptr.cast()).unwrap()
+}
+
+fn unmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: `ptr` maps `len` bytes (from `map`) that nothing uses any more.
+    assert_eq!(unsafe { libc::munmap(ptr.as_ptr().cast(), len) }, 0);
 }
 
 fn takes(c: &mut Criterion) {
@@ -120,6 +146,14 @@ fn take_group<const SIZE: usize>(c: &mut Criterion, name: &str) {
             let mut boxed = Box::<[u8; SIZE]>::new_uninit();
             touch(black_box(NonNull::from(&mut *boxed).cast()));
             boxed
+        })
+    });
+
+    group.bench_function("mmap", |b| {
+        b.iter(|| {
+            let ptr = map(SIZE);
+            touch(black_box(ptr));
+            unmap(ptr, SIZE);
         })
     });
 
@@ -266,6 +300,41 @@ fn free_all(c: &mut Criterion) {
             time_freeing(&mut pointer_sets, iters, fill, ready, free)
         })
     });
+
+    let mut vec_sets: Vec<Vec<Vec<u8>>> = (0..4).map(|_| Vec::with_capacity(N)).collect();
+    group.bench_function("vec", |b| {
+        b.iter_custom(|iters| {
+            let fill = |set: &mut Vec<Vec<u8>>| {
+                set.extend((0..N).map(|_| black_box(Vec::with_capacity(64))));
+            };
+            let ready = |set: &Vec<_>| _ = black_box(set.len());
+            time_freeing(&mut vec_sets, iters, fill, ready, Vec::clear)
+        })
+    });
+
+    let mut box_sets: Vec<Vec<Box<[u8; 64]>>> = (0..4).map(|_| Vec::with_capacity(N)).collect();
+    group.bench_function("box", |b| {
+        b.iter_custom(|iters| {
+            let fill = |set: &mut Vec<Box<[u8; 64]>>| {
+                set.extend((0..N).map(|_| black_box(Box::new([0u8; 64]))));
+            };
+            let ready = |set: &Vec<_>| _ = black_box(set.len());
+            time_freeing(&mut box_sets, iters, fill, ready, Vec::clear)
+        })
+    });
+
+    // One page per mapping: the smallest the kernel hands out.
+    let mut mapping_sets: Vec<Vec<NonNull<u8>>> = (0..4).map(|_| Vec::with_capacity(N)).collect();
+    group.bench_function("munmap", |b| {
+        b.iter_custom(|iters| {
+            let fill = |set: &mut Vec<NonNull<u8>>| set.extend((0..N).map(|_| map(4096)));
+            let free = |set: &mut Vec<NonNull<u8>>| {
+                set.drain(..).for_each(|ptr| unmap(ptr, 4096));
+            };
+            let ready = |set: &Vec<_>| _ = black_box(set.len());
+            time_freeing(&mut mapping_sets, iters, fill, ready, free)
+        })
+    });
     group.finish();
 }
 
@@ -355,5 +424,9 @@ fn bench_round(
     });
 }
 
-criterion_group!(benches, takes, free_all, clear, threads_2);
+criterion_group! {
+    name = benches;
+    config = support::config();
+    targets = takes, free_all, clear, threads_2
+}
 criterion_main!(benches);
