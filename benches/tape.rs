@@ -15,9 +15,10 @@
 //!   timed.
 //! - `clear`: `Tape::clear` alone, `after_1_take` and `after_10000_takes` (of 64 B): the same
 //!   cost, because a clear never looks at what was taken.
-//! - `threads_2`: 2^22 takes of 8 B in all, on one thread or split over two, straight from a
-//!   shared tape (`tape_1_thread`, `tape_2_threads`) or through one lane per thread
-//!   (`lane_1_thread`, `lane_2_threads`). Throughput in takes per second.
+//! - `threads_2`: 2^24 takes of 8 B in all (enough that spawning the threads is noise), on
+//!   one thread or split over two, straight from a shared tape (`tape_1_thread`,
+//!   `tape_2_threads`) or through one lane per thread (`lane_1_thread`, `lane_2_threads`).
+//!   Throughput in takes per second.
 
 #![allow(
     missing_docs,
@@ -358,7 +359,7 @@ fn clear(c: &mut Criterion) {
 }
 
 fn threads_2(c: &mut Criterion) {
-    const TAKES: usize = 1 << 22;
+    const TAKES: usize = 1 << 24;
     let mut group = c.benchmark_group("threads_2");
     group.throughput(Throughput::Elements(TAKES as u64));
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
