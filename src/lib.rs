@@ -80,3 +80,8 @@ pub use block::{Block, Handle, OpenOptions, Pinning};
 pub use error::Error;
 pub use grid::{Cell, Grid, Stash};
 pub use tape::{Lane, Mark, Tape};
+
+/// The README's examples, compiled and run as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
