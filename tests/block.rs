@@ -1,5 +1,8 @@
 //! Block, end to end, on the real backend of this machine (the heap backend under Miri).
 
+#[cfg(all(target_os = "linux", not(miri)))]
+mod support;
+
 use unimem::{Block, Error, Pinning};
 
 /// Whether this process may lock any amount of memory: it holds CAP_IPC_LOCK, or its
@@ -18,10 +21,8 @@ fn can_pin_unlimited() -> bool {
         rlim_max: 0,
     };
     // SAFETY: a valid, writable rlimit.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) },
-        0
-    );
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    assert_eq!(rc, 0);
     effective & (1 << CAP_IPC_LOCK) != 0 || limit.rlim_cur == libc::RLIM_INFINITY
 }
 
@@ -135,18 +136,7 @@ mod linux {
     use std::os::fd::{AsFd, AsRawFd};
 
     fn vm_status(field: &str) -> usize {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .unwrap_or_else(|| panic!("{field} not in /proc/self/status"));
-        let kib: usize = line[field.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap();
-        kib * 1024
+        crate::support::status_bytes(field)
     }
 
     /// How many of the block's pages are resident, according to the kernel.

@@ -3,6 +3,8 @@
 //! Alone in its own test binary, so no other test opens blocks while it counts.
 #![cfg(all(target_os = "linux", not(miri)))]
 
+mod support;
+
 use unimem::{Block, Pinning};
 
 fn open_fds() -> usize {
@@ -10,15 +12,7 @@ fn open_fds() -> usize {
 }
 
 fn locked_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmLck:")).unwrap();
-    let kib: usize = line["VmLck:".len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kib * 1024
+    support::status_bytes("VmLck:")
 }
 
 #[test]
