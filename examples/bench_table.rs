@@ -252,7 +252,7 @@ fn table(est: &mut Estimates) -> String {
 
 /// One performance target: `measured <= limit` (or `>=` for `at_least`).
 struct Target {
-    what: &'static str,
+    what: String,
     measured: Option<f64>,
     limit: f64,
     at_least: bool,
@@ -274,136 +274,110 @@ fn targets(est: &mut Estimates) -> Vec<Target> {
     .iter()
     .filter_map(|f| m("init_16MiB_warm", f))
     .reduce(f64::min);
-    let grid_1 = m("grid_cycle_4KiB", "grid");
-    let lane_1 = m("threads_2", "lane_1_thread");
-    let t = |what, measured, limit, at_least, unit| Target {
+    let at_most = |what, measured, limit, unit| Target {
         what,
         measured,
         limit,
-        at_least,
+        at_least: false,
         unit,
     };
-    vec![
-        t(
-            "Lane::take 64 B / bumpalo",
-            ratio(m("take_64B", "lane"), m("take_64B", "bumpalo")),
+    let mut all = Vec::new();
+    for (size, group) in [
+        ("64 B", "take_64B"),
+        ("4 KiB", "take_4KiB"),
+        ("1 MiB", "take_1MiB"),
+    ] {
+        let lane = ratio(m(group, "lane"), m(group, "bumpalo"));
+        let tape = ratio(m(group, "tape"), m(group, "cas_floor"));
+        all.push(at_most(
+            format!("Lane::take {size} / bumpalo"),
+            lane,
             1.2,
-            false,
             "×",
-        ),
-        t(
-            "Lane::take 4 KiB / bumpalo",
-            ratio(m("take_4KiB", "lane"), m("take_4KiB", "bumpalo")),
+        ));
+        all.push(at_most(
+            format!("Tape::take {size} / bare CAS loop"),
+            tape,
             1.2,
-            false,
             "×",
-        ),
-        t(
-            "Lane::take 1 MiB / bumpalo",
-            ratio(m("take_1MiB", "lane"), m("take_1MiB", "bumpalo")),
-            1.2,
-            false,
-            "×",
-        ),
-        t(
-            "Tape::take 64 B / bare CAS loop",
-            ratio(m("take_64B", "tape"), m("take_64B", "cas_floor")),
-            1.2,
-            false,
-            "×",
-        ),
-        t(
-            "Tape::take 4 KiB / bare CAS loop",
-            ratio(m("take_4KiB", "tape"), m("take_4KiB", "cas_floor")),
-            1.2,
-            false,
-            "×",
-        ),
-        t(
-            "Tape::take 1 MiB / bare CAS loop",
-            ratio(m("take_1MiB", "tape"), m("take_1MiB", "cas_floor")),
-            1.2,
-            false,
-            "×",
-        ),
-        t(
-            "clear after 1 take",
-            m("clear", "after_1_take"),
+        ));
+    }
+    for takes in ["1_take", "10000_takes"] {
+        let what = format!("clear after {}", takes.replace('_', " "));
+        all.push(at_most(
+            what,
+            m("clear", &format!("after_{takes}")),
             2.0,
-            false,
-            "ns",
-        ),
-        t(
-            "clear after 10,000 takes",
-            m("clear", "after_10000_takes"),
-            2.0,
-            false,
-            "ns",
-        ),
-        t(
-            "lanes: 2 threads / 1 thread, takes per second",
-            // The same number of takes either way: the speed-up is the ratio of the times.
-            ratio(lane_1, m("threads_2", "lane_2_threads")),
-            1.8,
-            true,
-            "×",
-        ),
-        t(
-            "Grid cycle / malloc+free 4 KiB",
-            ratio(grid_1, m("grid_cycle_4KiB", "malloc")),
-            1.0,
-            false,
-            "×",
-        ),
-        t(
+            " ns",
+        ));
+    }
+    let grid_1 = m("grid_cycle_4KiB", "grid");
+    let malloc = m("grid_cycle_4KiB", "malloc");
+    let grid_ratios = [
+        ("Grid cycle / malloc+free 4 KiB", grid_1, malloc, 1.0),
+        (
             "stash cycle / malloc+free 4 KiB",
-            ratio(
-                m("grid_cycle_4KiB", "stash"),
-                m("grid_cycle_4KiB", "malloc"),
-            ),
+            m("grid_cycle_4KiB", "stash"),
+            malloc,
             0.25,
-            false,
-            "×",
         ),
-        t(
+        (
             "Grid cycle on 2 threads / on 1",
-            ratio(m("grid_cycle_4KiB_2threads", "grid"), grid_1),
+            m("grid_cycle_4KiB_2threads", "grid"),
+            grid_1,
             2.0,
-            false,
-            "×",
         ),
-        t(
-            "Block lazy open 16 MiB / its bare syscalls",
-            ratio(
-                m("init_16MiB_lazy", "block"),
-                m("init_16MiB_lazy", "syscalls"),
-            ),
-            1.5,
-            false,
-            "×",
+    ];
+    for (what, a, b, limit) in grid_ratios {
+        all.push(at_most(what.to_owned(), ratio(a, b), limit, "×"));
+    }
+    let lazy = ratio(
+        m("init_16MiB_lazy", "block"),
+        m("init_16MiB_lazy", "syscalls"),
+    );
+    let warm = ratio(m("init_16MiB_warm", "block"), fastest_warm);
+    all.push(at_most(
+        "Block lazy open 16 MiB / its bare syscalls".to_owned(),
+        lazy,
+        1.5,
+        "×",
+    ));
+    let what = "Block warm open 16 MiB / fastest memfd populate+lock".to_owned();
+    all.push(at_most(what, warm, 1.2, "×"));
+    // Speed-ups and bandwidths are ratios of times the other way round.
+    let speedups = [
+        (
+            "lanes: 2 threads / 1 thread, takes per second",
+            "threads_2",
+            "lane_1_thread",
+            "lane_2_threads",
+            1.8,
         ),
-        t(
-            "Block warm open 16 MiB / fastest memfd populate+lock",
-            ratio(m("init_16MiB_warm", "block"), fastest_warm),
-            1.2,
-            false,
-            "×",
-        ),
-        t(
+        (
             "write 64 MiB: Block bandwidth / Vec's",
-            ratio(m("write_64MiB", "vec"), m("write_64MiB", "block")),
+            "write_64MiB",
+            "vec",
+            "block",
             0.95,
-            true,
-            "×",
         ),
-        t(
+        (
             "read 64 MiB: Block bandwidth / Vec's",
-            ratio(m("read_64MiB", "vec"), m("read_64MiB", "block")),
+            "read_64MiB",
+            "vec",
+            "block",
             0.95,
-            true,
-            "×",
         ),
-    ]
+    ];
+    for (what, group, slower, faster, limit) in speedups {
+        all.push(Target {
+            what: what.to_owned(),
+            measured: ratio(m(group, slower), m(group, faster)),
+            limit,
+            at_least: true,
+            unit: "×",
+        });
+    }
+    all
 }
 
 fn target_table(targets: &[Target]) -> String {
