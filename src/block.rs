@@ -202,10 +202,6 @@ impl Block {
     }
 
     /// The backend's memory, for the platform-specific parts of `Block`'s API.
-    #[cfg_attr(
-        any(miri, loom, not(any(target_os = "linux", target_vendor = "apple"))),
-        allow(dead_code, reason = "the portable backend has nothing to share")
-    )]
     pub(crate) fn region(&self) -> &sys::Region {
         &self.region
     }
@@ -260,7 +256,7 @@ impl Block {
     /// backend, which can only warm a block as it opens it ([`OpenOptions::warm`]), and on
     /// Linux older than 5.14 for an unpinned block.
     pub fn warm(&self) -> Result<(), Error> {
-        sys::populate(&self.region, self.pinned)
+        sys::populate(self.region(), self.pinned)
     }
 
     /// Where `ptr` lies in this block, as an offset from [`as_ptr`](Block::as_ptr): what a

@@ -67,6 +67,29 @@
 //! with a message that says what to fix. Everything the system can refuse comes back as an
 //! [`Error`] whose message says what to do next.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(docsrs, doc(auto_cfg = false))]
+
+/// The backend switch: the one place that says where unimem maps memory through the operating
+/// system. That is Linux and Apple platforms, except under Miri and loom, which check everything
+/// built on a block over the portable heap backend instead.
+///
+/// `backend! { native: { items } portable: { items } }` keeps each group of items only where it
+/// applies (either group may be left out). Inside `native`, a plain `target_os = "linux"` or
+/// `target_vendor = "apple"` tells the two operating systems apart.
+macro_rules! backend {
+    ($(native: { $($native:item)* })? $(portable: { $($portable:item)* })?) => {
+        backend! {
+            @when all(any(target_os = "linux", target_vendor = "apple"), not(any(miri, loom)));
+            { $($($native)*)? } { $($($portable)*)? }
+        }
+    };
+    (@when $when:meta; { $($native:item)* } { $($portable:item)* }) => {
+        $( #[cfg($when)] $native )*
+        $( #[cfg(not($when))] $portable )*
+    };
+}
+
 mod block;
 mod error;
 mod ffi;

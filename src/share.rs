@@ -1,7 +1,8 @@
 //! Sharing a [`Block`](crate::Block) with another process: the same physical pages, mapped in
 //! both, never copied.
 //!
-//! (The items below exist only on the platform they serve; docs.rs shows each platform's.)
+//! The items below exist only on the platform they serve; the documentation shows each one's
+//! platform next to it.
 //!
 //! # Linux
 //!
@@ -10,13 +11,12 @@
 //! `Block::from_fd` (or `OpenOptions::open_fd` to choose pinning and warming), or without
 //! write access as a `ReadOnlyBlock`.
 //!
-//! The receiving side trusts nothing about what it was sent. A shared mapping of a file that
-//! someone truncates raises SIGBUS on the next touch, so `from_fd` maps only a memfd that is
-//! sealed against shrinking (sealing it now if nobody forbade that), reads the size after the
-//! seal is in place, and refuses everything else with an
-//! [`Error::NotShareable`](crate::Error::NotShareable) that says what the sender should send
-//! instead. What it does not stop is the other process *writing*: that is what sharing is for,
-//! and why every view of the bytes is `unsafe`.
+//! The receiving side trusts nothing about what it was sent: it maps only a memfd that nobody
+//! can truncate under it ([sealing before sizing](#sealing-before-sizing-linux)), and refuses
+//! everything else with an [`Error::NotShareable`](crate::Error::NotShareable) that says what
+//! the sender should send instead. What it does not stop is the other process *writing*: that
+//! is what sharing is for, and why every view of the bytes is `unsafe` (see
+//! [memory mapped from another process](#memory-mapped-from-another-process)).
 //!
 //! # macOS
 //!
@@ -26,19 +26,56 @@
 //! it names. Global surface IDs are not used: Apple deprecated them as insecure, since any
 //! process could look them up. `Block::from_surface` adopts a surface that another framework
 //! made (a Neural Engine output, a video frame).
+//!
+//! # Memory mapped from another process
+//!
+//! A block made from what another process sent (`Block::from_fd` and `OpenOptions::open_fd`
+//! on Linux; `Block::from_mach_port`, `Block::from_surface` and their `OpenOptions` forms on
+//! macOS) is one more mapping of memory that others map too: the sender, and every other block
+//! made from the same memfd or surface, in this process or another. On macOS, blocks of one
+//! surface in one process are the very same mapping.
+//!
+//! `Block`'s own views are `unsafe` and say per call what must hold. But safe code built on a
+//! block, such as [`Tape::on`](crate::Tape::on), hands out plain references into it, and Rust
+//! assumes that nothing else changes the bytes behind a reference. So whoever makes such a
+//! block promises that, while it lives:
+//!
+//! - no other mapping writes bytes that safe code in this process reaches through the block,
+//!   nor touches bytes that such code writes;
+//! - there are never two tapes (or a tape and a grid) over the same memory in one process:
+//!   mapping a block of this process again gives a second, aliasing view of it.
+//!
+//! Using the block only through its `unsafe` views keeps this by their contracts. A tape on it
+//! needs an agreement with every other holder of the memory about who touches which bytes
+//! when. This is the promise that the `# Safety` section of each of these constructors asks
+//! for.
+//!
+//! # Sealing before sizing (Linux)
+//!
+//! A shared mapping of a file that someone truncates raises SIGBUS on the next touch of a page
+//! past the new end, in every process that maps it. So `Block::from_fd` maps only a memfd
+//! sealed against shrinking (`F_SEAL_SHRINK`), adding that seal itself when the memfd allows
+//! it (made with `MFD_ALLOW_SEALING`, seals not sealed), and reads the size only once the seal
+//! is in place: a size read before could shrink between reading and mapping. Growing is not
+//! sealed: it cannot hurt a mapping of the size read, and the sender may rely on it.
+//!
+//! unimem's own blocks are sealed against shrinking and growing from birth, and their seals
+//! are sealed, so no holder of the descriptor can ever resize them.
 
-#[cfg(all(target_os = "linux", not(any(miri, loom))))]
-mod linux;
-#[cfg(all(target_os = "linux", not(any(miri, loom))))]
-mod scm;
+backend! {
+    native: {
+        #[cfg(target_os = "linux")]
+        mod linux;
+        #[cfg(target_os = "linux")]
+        mod socket;
+        #[cfg(target_vendor = "apple")]
+        mod apple;
 
-#[cfg(all(target_vendor = "apple", not(any(miri, loom))))]
-mod apple;
-
-#[cfg(all(target_os = "linux", not(any(miri, loom))))]
-pub use linux::ReadOnlyBlock;
-#[cfg(all(target_os = "linux", not(any(miri, loom))))]
-pub use scm::{recv_fd, send_fd};
-
-#[cfg(all(target_vendor = "apple", not(any(miri, loom))))]
-pub use apple::MachPort;
+        #[cfg(target_os = "linux")]
+        #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
+        pub use {linux::ReadOnlyBlock, socket::{recv_fd, send_fd}};
+        #[cfg(target_vendor = "apple")]
+        #[cfg_attr(docsrs, doc(cfg(target_vendor = "apple")))]
+        pub use apple::MachPort;
+    }
+}

@@ -9,21 +9,14 @@
     reason = "names follow the C headers they mirror"
 )]
 
-#[cfg(all(
-    any(target_os = "linux", target_vendor = "apple"),
-    not(any(miri, loom))
-))]
-pub mod posix;
-
-#[cfg(all(target_os = "linux", not(any(miri, loom))))]
-pub mod linux;
-
-#[cfg(all(target_vendor = "apple", not(any(miri, loom))))]
-pub mod apple;
-
-#[cfg(all(
-    test,
-    any(target_os = "linux", target_vendor = "apple"),
-    not(any(miri, loom))
-))]
-mod tests;
+backend! {
+    native: {
+        pub mod posix;
+        #[cfg(target_os = "linux")]
+        pub mod linux;
+        #[cfg(target_vendor = "apple")]
+        pub mod apple;
+        #[cfg(test)]
+        mod tests;
+    }
+}

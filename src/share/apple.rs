@@ -53,15 +53,18 @@ impl Drop for MachPort {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(target_vendor = "apple")))]
 impl Block {
     /// Adopts an IOSurface made elsewhere (a Neural Engine output, a video frame, a Metal
     /// texture's backing), with [`OpenOptions::new`]'s defaults. See
     /// [`OpenOptions::open_surface`].
     ///
+    /// The block retains the surface, so the caller may release its own reference at any time.
+    ///
     /// # Safety
-    /// As for [`OpenOptions::open_surface`]: `surface` is a valid `IOSurfaceRef`, and nothing
-    /// else touches what safe code reaches through the block. The block retains the surface,
-    /// so the caller may release its own reference at any time.
+    /// As for [`OpenOptions::open_surface`]: `surface` is a valid `IOSurfaceRef`, and the
+    /// caller keeps the promise for
+    /// [memory mapped from another process](crate::share#memory-mapped-from-another-process).
     ///
     /// # Errors
     /// As for [`OpenOptions::open_surface`].
@@ -90,6 +93,17 @@ impl Block {
         })
     }
 
+    /// The IOSurface's global ID (`IOSurfaceGetID`), as IOSurface and Core Video APIs report
+    /// it, for logs and for matching a surface they hand back.
+    ///
+    /// It is no way to share the block: `IOSurfaceLookup` finds only global surfaces, and
+    /// unimem does not make them (Apple deprecated `kIOSurfaceIsGlobal` as insecure). Share a
+    /// [`mach_port`](Block::mach_port) across processes, and the
+    /// [`handle`](Block::handle) within one.
+    pub fn surface_id(&self) -> u32 {
+        self.region().surface_id()
+    }
+
     /// Maps the IOSurface a mach port names (one made by [`Block::mach_port`], in this process
     /// or another), with [`OpenOptions::new`]'s defaults. The port stays the caller's.
     ///
@@ -104,6 +118,7 @@ impl Block {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(target_vendor = "apple")))]
 impl OpenOptions {
     /// Adopts an IOSurface made elsewhere, with these options.
     ///
@@ -116,9 +131,9 @@ impl OpenOptions {
     /// is not counted: when one of them drops, the pages are no longer pinned for the others.
     ///
     /// # Safety
-    /// `surface` is a valid `IOSurfaceRef`, and the caller keeps the promise that
-    /// [`open_mach_port`](OpenOptions::open_mach_port) asks for: the surface is mapped by
-    /// whoever made it too.
+    /// `surface` is a valid `IOSurfaceRef`, and the caller keeps the promise for
+    /// [memory mapped from another process](crate::share#memory-mapped-from-another-process):
+    /// the surface is mapped by whoever made it too.
     ///
     /// # Errors
     /// [`Error::NotShareable`] for a surface of zero bytes; [`Error::Os`] when the surface
@@ -133,15 +148,11 @@ impl OpenOptions {
     /// [`open_surface`](OpenOptions::open_surface) for what the block holds.
     ///
     /// # Safety
-    /// The block is one more view of a surface that others map too: the process that made
-    /// the port, and every other block of the same surface, which in this process is the very
-    /// same mapping. `Block`'s own views are `unsafe` and say per call what must hold; but
-    /// safe code built on a block, such as [`Tape::on`](crate::Tape::on), hands out plain
-    /// references into it, and Rust assumes that nothing else changes the bytes behind a
-    /// reference. So the caller promises that, while the block lives, no other holder of the
-    /// surface writes bytes that safe code in this process reaches through it, nor touches
-    /// bytes that such code writes; and never two tapes (or a tape and a grid) over one
-    /// surface in one process.
+    /// The caller keeps the promise for
+    /// [memory mapped from another process](crate::share#memory-mapped-from-another-process):
+    /// while the block lives, no other holder of the surface writes bytes that safe code in
+    /// this process reaches through the block, nor touches bytes that such code writes, and the
+    /// surface never has two tapes or grids in this process.
     ///
     /// # Errors
     /// [`Error::NotShareable`] when the port names no IOSurface; otherwise as for

@@ -6,17 +6,15 @@ use crate::sys::{Access, Region};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 impl Block {
     /// Maps a memfd that another process created and passed over (`SCM_RIGHTS` with
     /// [`recv_fd`](crate::share::recv_fd), inheritance, `pidfd_getfd`), with
     /// [`OpenOptions::new`]'s defaults. Both processes then see the same bytes.
     ///
-    /// Nothing about the descriptor is trusted. It must be a memfd sealed against shrinking,
-    /// or one this process may seal now (made with `MFD_ALLOW_SEALING`, seals not sealed), in
-    /// which case `F_SEAL_SHRINK` is added to it: from then on no process can truncate the
-    /// file under the mapping, which would raise SIGBUS on the next touch. The size is read
-    /// after that, so it cannot shrink between reading and mapping. Growing is not sealed: it
-    /// cannot hurt a mapping of the size read.
+    /// Nothing about the descriptor is trusted: it must be a memfd that nobody can truncate
+    /// under the mapping, which this call makes sure of, sealing it itself where it may (see
+    /// [sealing before sizing](crate::share#sealing-before-sizing-linux)).
     ///
     /// [`len`](Block::len) is the file's size, which is the sender's `len()` when the sender
     /// is a `Block`. A memfd from another source may have a size that is not a whole number of
@@ -28,19 +26,11 @@ impl Block {
     /// make.
     ///
     /// # Safety
-    /// The block is one more mapping of memory that others map too: the process that sent the
-    /// descriptor, and every other block made from the same memfd, in this process or another.
-    /// `Block`'s own views are `unsafe` and say per call what must hold; but safe code built
-    /// on a block, such as [`Tape::on`](crate::Tape::on), hands out plain references into it,
-    /// and Rust assumes that nothing else changes the bytes behind a reference.
-    ///
-    /// So the caller promises that, while the block lives, no other mapping writes bytes that
-    /// safe code in this process reaches through it, nor touches bytes that such code writes.
-    /// Using the block only through its `unsafe` views keeps this by their contracts. A tape
-    /// on it needs an agreement with every other holder of the memory about who touches which
-    /// bytes when, and there must never be two tapes (or a tape and a grid) over the same
-    /// memory in one process: mapping a block of this process again with `from_fd` gives a
-    /// second, aliasing view of it.
+    /// The caller keeps the promise for
+    /// [memory mapped from another process](crate::share#memory-mapped-from-another-process):
+    /// while the block lives, no other mapping of the memfd writes bytes that safe code in this
+    /// process reaches through the block, nor touches bytes that such code writes, and the
+    /// memory never has two tapes or grids in this process.
     ///
     /// # Errors
     /// [`Error::NotShareable`] for a regular file, a pipe, a socket, a memfd that can be
@@ -84,10 +74,11 @@ impl Block {
     /// What `fcntl(F_DUPFD_CLOEXEC)` answers, typically `EMFILE` when the process is out of
     /// descriptors.
     pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
-        self.as_fd().try_clone_to_owned()
+        self.region().fd().try_clone_to_owned()
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 impl OpenOptions {
     /// Maps a memfd that another process sent, with these options. See [`Block::from_fd`]
     /// for what is checked.
@@ -96,8 +87,8 @@ impl OpenOptions {
     /// mapping, and the pages count against each one's memory-lock limit.
     ///
     /// # Safety
-    /// As for [`Block::from_fd`]: nothing outside the block changes or reads bytes that safe
-    /// code reaches through it while it does.
+    /// As for [`Block::from_fd`]: the promise for
+    /// [memory mapped from another process](crate::share#memory-mapped-from-another-process).
     ///
     /// # Errors
     /// As for [`Block::from_fd`].
@@ -234,5 +225,22 @@ impl AsFd for ReadOnlyBlock {
 impl AsRawFd for ReadOnlyBlock {
     fn as_raw_fd(&self) -> RawFd {
         self.block.as_raw_fd()
+    }
+}
+
+// The Linux face of `Block`: its descriptor, for `SCM_RIGHTS`, `dup` and driver import calls.
+
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
+impl AsFd for Block {
+    /// The memfd behind the block, borrowed for as long as the block lives.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.region().fd()
+    }
+}
+
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
+impl AsRawFd for Block {
+    fn as_raw_fd(&self) -> RawFd {
+        self.handle()
     }
 }

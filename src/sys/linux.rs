@@ -1,29 +1,25 @@
 //! Linux: a sealed memfd, mapped shared, locked with `mlock2`.
 //!
-//! The memfd is sealed against shrinking and growing, and the seals themselves are sealed, so
-//! no process that holds the descriptor can truncate the file under our mapping: a truncated
-//! shared mapping raises SIGBUS on the next touch. Writes are not sealed: sharing them is the
-//! point.
-//!
-//! A memfd that another process made is checked before it is mapped (`Region::from_fd`): it
-//! must be sealed against shrinking, or let us seal it now, and its size is read after that
-//! seal is in place, so that the size we map can never shrink under us.
+//! The memfd is sealed against shrinking and growing, and the seals themselves are sealed;
+//! writes are not sealed: sharing them is the point. A memfd that another process made is
+//! checked before it is mapped (`Region::from_fd`). Why a shared mapping needs these seals,
+//! and why the size is read only after them, is written once, in the `share` module's docs
+//! ("Sealing before sizing").
 
-use super::unix::{self, check};
+use super::{Backend, Region, unix};
 use crate::error::Error;
-use crate::ffi::linux as sys;
+use crate::ffi::linux;
 use core::ffi::c_int;
 use core::ptr::NonNull;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use unix::check;
 
 /// The memfd's descriptor. See [`Handle`](crate::Handle).
 pub type Handle = RawFd;
 
-pub(crate) const CAN_PIN: bool = true;
-
 /// Seals every block we create carries. An adopted memfd needs only `F_SEAL_SHRINK`.
-const SEALS: c_int = sys::F_SEAL_SHRINK | sys::F_SEAL_GROW | sys::F_SEAL_SEAL;
+const SEALS: c_int = linux::F_SEAL_SHRINK | linux::F_SEAL_GROW | linux::F_SEAL_SEAL;
 
 /// Whether a mapping may be written through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,22 +29,32 @@ pub(crate) enum Access {
     ReadOnly,
 }
 
-/// A memfd and our shared mapping of it.
-pub(crate) struct Region {
+/// What a Linux region owns: the memfd behind its shared mapping.
+pub(super) struct Memory {
     fd: OwnedFd,
-    ptr: NonNull<u8>,
-    len: usize,
     access: Access,
 }
 
-impl Region {
-    /// A new sealed memfd of `len` bytes (a multiple of the page size), mapped read-write.
-    pub(crate) fn create(len: usize) -> Result<Region, Error> {
+/// The memfd backend.
+pub(super) enum Imp {}
+
+impl Backend for Imp {
+    type Handle = Handle;
+    type Memory = Memory;
+    const CAN_PIN: bool = true;
+    /// Not here: pages are locked as they fault in, and a warm block is populated separately,
+    /// with `MADV_POPULATE_WRITE`. Populating through `mlock` instead is slower here, and
+    /// leaves pages that read measurably slower (about 5 % on the benchmark machine) than
+    /// pages faulted in for writing.
+    const LOCK_POPULATES: bool = false;
+
+    /// A new sealed memfd, mapped read-write.
+    fn create(len: usize) -> Result<Region, Error> {
         // SAFETY: the name is a valid C string; the flags are valid for memfd_create.
         let raw = unsafe {
-            sys::memfd_create(
+            linux::memfd_create(
                 c"unimem".as_ptr(),
-                sys::MFD_CLOEXEC | sys::MFD_ALLOW_SEALING,
+                linux::MFD_CLOEXEC | linux::MFD_ALLOW_SEALING,
             )
         };
         if raw < 0 {
@@ -61,7 +67,7 @@ impl Region {
             max: i64::MAX as usize,
         })?;
         // SAFETY: `fd` is an open memfd; ftruncate has no memory-safety preconditions.
-        if unsafe { sys::ftruncate(fd.as_raw_fd(), size) } != 0 {
+        if unsafe { linux::ftruncate(fd.as_raw_fd(), size) } != 0 {
             return Err(os_error("ftruncate"));
         }
         add_seals(fd.as_fd(), SEALS).map_err(|source| Error::Os {
@@ -71,6 +77,73 @@ impl Region {
         Region::map(fd, len, Access::ReadWrite)
     }
 
+    fn handle(region: &Region) -> Handle {
+        region.memory.fd.as_raw_fd()
+    }
+
+    unsafe fn release(region: &mut Region) {
+        // SAFETY: we mapped exactly this range in `map`, and nothing uses it after the
+        // region's drop (the caller's promise). The descriptor is closed afterwards, by
+        // OwnedFd's own drop.
+        unsafe { linux::munmap(region.ptr.as_ptr().cast(), region.len) };
+    }
+
+    /// Locks the pages in RAM as they fault in.
+    fn lock(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+        // SAFETY: mlock2 only changes page attributes of a region the caller owns.
+        match check(unsafe { linux::mlock2(ptr.as_ptr().cast(), len, linux::MLOCK_ONFAULT) }) {
+            // Kernels before 4.4 lack lock-on-fault: lock (and so populate) everything now.
+            Err(err) if matches!(err.raw_os_error(), Some(linux::ENOSYS | linux::EINVAL)) => {
+                unix::mlock(ptr, len)
+            }
+            other => other,
+        }
+    }
+
+    fn unlock(ptr: NonNull<u8>, len: usize) {
+        unix::unlock(ptr, len)
+    }
+
+    /// Faults every page in without changing a byte, in one system call where the kernel can.
+    fn populate(region: &Region, pinned: bool) -> Result<(), Error> {
+        // A read-only mapping refuses MADV_POPULATE_WRITE; a writable one is better populated
+        // for writing, so that its first writes take no fault either.
+        let (advice, call) = match region.memory.access {
+            Access::ReadWrite => (linux::MADV_POPULATE_WRITE, "madvise(MADV_POPULATE_WRITE)"),
+            Access::ReadOnly => (linux::MADV_POPULATE_READ, "madvise(MADV_POPULATE_READ)"),
+        };
+        let (ptr, len) = (region.ptr, region.len);
+        // SAFETY: populating faults pages in as if read or written, but changes no byte, so it
+        // is safe while other threads and processes use the memory.
+        let rc = unsafe { linux::madvise(ptr.as_ptr().cast(), len, advice) };
+        match check(rc) {
+            Ok(()) => Ok(()),
+            // Before Linux 5.14: a full mlock populates too, and keeps a pinned block pinned.
+            Err(err) if err.raw_os_error() == Some(linux::EINVAL) && pinned => {
+                unix::mlock(ptr, len).map_err(|source| Error::Os {
+                    call: "mlock",
+                    source,
+                })
+            }
+            Err(err) if err.raw_os_error() == Some(linux::EINVAL) => Err(Error::Unsupported {
+                what: "this kernel cannot populate pages without touching them \
+                       (MADV_POPULATE_READ and MADV_POPULATE_WRITE need Linux 5.14): open the \
+                       block with `OpenOptions::warm(true)` instead",
+            }),
+            Err(source) => Err(Error::Os { call, source }),
+        }
+    }
+
+    fn page_size() -> usize {
+        unix::page_size()
+    }
+
+    fn memlock_limit() -> Option<u64> {
+        unix::memlock_limit()
+    }
+}
+
+impl Region {
     /// Adopts a memfd made by someone we need not trust, after making sure that no process
     /// can ever shrink it under our mapping.
     ///
@@ -78,8 +151,8 @@ impl Region {
     /// pages: the kernel maps the last page whole, and every byte of it stays backed.
     pub(crate) fn from_fd(fd: OwnedFd, access: Access) -> Result<Region, Error> {
         let seals = seals(fd.as_fd())?;
-        let shrinkable = seals & sys::F_SEAL_SHRINK == 0;
-        if shrinkable && seals & sys::F_SEAL_SEAL != 0 {
+        let shrinkable = seals & linux::F_SEAL_SHRINK == 0;
+        if shrinkable && seals & linux::F_SEAL_SEAL != 0 {
             return Err(Error::NotShareable {
                 reason: "the file can be truncated under the mapping and can no longer be sealed \
                          against it (a memfd made without MFD_ALLOW_SEALING, a file on tmpfs, or \
@@ -92,7 +165,7 @@ impl Region {
             seal_against_shrinking(fd.as_fd())?;
         }
         if access == Access::ReadWrite
-            && seals & (sys::F_SEAL_WRITE | sys::F_SEAL_FUTURE_WRITE) != 0
+            && seals & (linux::F_SEAL_WRITE | linux::F_SEAL_FUTURE_WRITE) != 0
         {
             return Err(Error::NotShareable {
                 reason: "the memfd is sealed against writing, so it cannot be mapped writable: \
@@ -115,127 +188,57 @@ impl Region {
     /// `len` bytes long and cannot shrink.
     fn map(fd: OwnedFd, len: usize, access: Access) -> Result<Region, Error> {
         let prot = match access {
-            Access::ReadWrite => sys::PROT_READ | sys::PROT_WRITE,
-            Access::ReadOnly => sys::PROT_READ,
+            Access::ReadWrite => linux::PROT_READ | linux::PROT_WRITE,
+            Access::ReadOnly => linux::PROT_READ,
         };
         // SAFETY: a fresh mapping chosen by the kernel (null hint) overlaps nothing we own; the
         // file is at least `len` bytes and sealed against shrinking, so every page stays backed.
         let addr = unsafe {
-            sys::mmap(
+            linux::mmap(
                 core::ptr::null_mut(),
                 len,
                 prot,
-                sys::MAP_SHARED,
+                linux::MAP_SHARED,
                 fd.as_raw_fd(),
                 0,
             )
         };
-        if addr == sys::MAP_FAILED {
+        if addr == linux::MAP_FAILED {
             return Err(os_error("mmap"));
         }
         let ptr = NonNull::new(addr.cast()).ok_or(Error::Unsupported {
             what: "mmap placed the block at address 0, which Rust cannot use; report this",
         })?;
         Ok(Region {
-            fd,
             ptr,
             len,
-            access,
+            memory: Memory { fd, access },
         })
     }
 
-    #[inline]
-    pub(crate) fn ptr(&self) -> NonNull<u8> {
-        self.ptr
-    }
-
-    #[inline]
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    #[inline]
-    pub(crate) fn handle(&self) -> Handle {
-        self.fd.as_raw_fd()
-    }
-
+    /// The memfd, borrowed for as long as the region lives.
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: we mapped exactly this range in `map` and nothing can use it after drop.
-        // The descriptor is closed afterwards by OwnedFd's own drop.
-        unsafe { sys::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
-}
-
-/// Whether `lock` also faults every page in. Not here: pages are locked as they fault in, and
-/// a warm block is populated separately, with `MADV_POPULATE_WRITE`. Populating through
-/// `mlock` instead is slower here, and leaves pages that read measurably slower (about 5 %
-/// on the benchmark machine) than pages faulted in for writing.
-pub(crate) const LOCK_POPULATES: bool = false;
-
-/// Locks the pages in RAM as they fault in.
-pub(crate) fn lock(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
-    // SAFETY: mlock2 only changes page attributes of a region the caller owns.
-    match check(unsafe { sys::mlock2(ptr.as_ptr().cast(), len, sys::MLOCK_ONFAULT) }) {
-        // Kernels before 4.4 lack lock-on-fault: lock (and so populate) everything now.
-        Err(err) if matches!(err.raw_os_error(), Some(sys::ENOSYS | sys::EINVAL)) => {
-            unix::mlock(ptr, len)
-        }
-        other => other,
-    }
-}
-
-/// Faults every page in without changing a byte, in one system call where the kernel can.
-pub(crate) fn populate(region: &Region, pinned: bool) -> Result<(), Error> {
-    // A read-only mapping refuses MADV_POPULATE_WRITE; a writable one is better populated
-    // for writing, so that its first writes take no fault either.
-    let (advice, call) = match region.access {
-        Access::ReadWrite => (sys::MADV_POPULATE_WRITE, "madvise(MADV_POPULATE_WRITE)"),
-        Access::ReadOnly => (sys::MADV_POPULATE_READ, "madvise(MADV_POPULATE_READ)"),
-    };
-    let (ptr, len) = (region.ptr, region.len);
-    // SAFETY: populating faults pages in as if read or written, but changes no byte, so it is
-    // safe while other threads and processes use the memory.
-    let rc = unsafe { sys::madvise(ptr.as_ptr().cast(), len, advice) };
-    match check(rc) {
-        Ok(()) => Ok(()),
-        // Before Linux 5.14: a full mlock populates too, and keeps a pinned block pinned.
-        Err(err) if err.raw_os_error() == Some(sys::EINVAL) && pinned => unix::mlock(ptr, len)
-            .map_err(|source| Error::Os {
-                call: "mlock",
-                source,
-            }),
-        Err(err) if err.raw_os_error() == Some(sys::EINVAL) => Err(Error::Unsupported {
-            what: "this kernel cannot populate pages without touching them (MADV_POPULATE_READ \
-                   and MADV_POPULATE_WRITE need Linux 5.14): open the block with \
-                   `OpenOptions::warm(true)` instead",
-        }),
-        Err(source) => Err(Error::Os { call, source }),
+        self.memory.fd.as_fd()
     }
 }
 
 /// The seals on `fd`, or why it is not a memfd we could map.
 fn seals(fd: BorrowedFd<'_>) -> Result<c_int, Error> {
     // SAFETY: F_GET_SEALS takes no argument.
-    let seals = unsafe { sys::fcntl(fd.as_raw_fd(), sys::F_GET_SEALS) };
+    let seals = unsafe { linux::fcntl(fd.as_raw_fd(), linux::F_GET_SEALS) };
     if seals >= 0 {
         return Ok(seals);
     }
     let source = io::Error::last_os_error();
     match source.raw_os_error() {
         // Only memfds (and other files on tmpfs and hugetlbfs) have seals.
-        Some(sys::EINVAL) => Err(Error::NotShareable {
+        Some(linux::EINVAL) => Err(Error::NotShareable {
             reason: "it is not a memfd (a regular file, a pipe, a socket, a device...), so \
                      nothing stops another process from truncating it under the mapping, or it \
                      cannot be mapped at all: send a memfd instead, such as a Block's \
                      (`Block::try_clone_fd`)",
         }),
-        Some(sys::EBADF) => Err(Error::NotShareable {
+        Some(linux::EBADF) => Err(Error::NotShareable {
             reason: "it was opened with O_PATH, which allows no I/O: send the memfd itself",
         }),
         _ => Err(Error::Os {
@@ -248,16 +251,16 @@ fn seals(fd: BorrowedFd<'_>) -> Result<c_int, Error> {
 /// Refuses descriptors whose access mode cannot give the mapping asked for.
 fn check_access_mode(fd: BorrowedFd<'_>, access: Access) -> Result<(), Error> {
     // SAFETY: F_GETFL takes no argument.
-    let flags = unsafe { sys::fcntl(fd.as_raw_fd(), sys::F_GETFL) };
+    let flags = unsafe { linux::fcntl(fd.as_raw_fd(), linux::F_GETFL) };
     if flags < 0 {
         return Err(os_error("fcntl(F_GETFL)"));
     }
-    match (flags & sys::O_ACCMODE, access) {
-        (sys::O_WRONLY, _) => Err(Error::NotShareable {
+    match (flags & linux::O_ACCMODE, access) {
+        (linux::O_WRONLY, _) => Err(Error::NotShareable {
             reason: "the descriptor is open write-only, and a mapping needs read access: send \
                      one opened read-write (memfd_create's own)",
         }),
-        (sys::O_RDONLY, Access::ReadWrite) => Err(Error::NotShareable {
+        (linux::O_RDONLY, Access::ReadWrite) => Err(Error::NotShareable {
             reason: "the descriptor is open read-only, so it cannot be mapped writable: open \
                      it read-only (`OpenOptions::open_fd_read_only`), or have the sender send \
                      a read-write descriptor",
@@ -272,11 +275,11 @@ fn check_access_mode(fd: BorrowedFd<'_>, access: Access) -> Result<(), Error> {
 /// (SIGBUS on the next touch). Growing cannot hurt a mapping of the size we read after this
 /// seal, and the sender may rely on growing the file or adding seals of its own later.
 fn seal_against_shrinking(fd: BorrowedFd<'_>) -> Result<(), Error> {
-    match add_seals(fd, sys::F_SEAL_SHRINK) {
+    match add_seals(fd, linux::F_SEAL_SHRINK) {
         Ok(()) => Ok(()),
         // A read-only descriptor may not add seals; nor may anyone once F_SEAL_SEAL is set,
         // which the sender may have done since we read the seals.
-        Err(err) if err.raw_os_error() == Some(sys::EPERM) => Err(Error::NotShareable {
+        Err(err) if err.raw_os_error() == Some(linux::EPERM) => Err(Error::NotShareable {
             reason: "the memfd can be truncated under the mapping, and this descriptor may not \
                      seal it (it is read-only, or the seals were sealed meanwhile): the sender \
                      must add F_SEAL_SHRINK before sending it",
@@ -290,16 +293,16 @@ fn seal_against_shrinking(fd: BorrowedFd<'_>) -> Result<(), Error> {
 
 fn add_seals(fd: BorrowedFd<'_>, seals: c_int) -> io::Result<()> {
     // SAFETY: F_ADD_SEALS takes one int argument, which we pass.
-    check(unsafe { sys::fcntl(fd.as_raw_fd(), sys::F_ADD_SEALS, seals) })
+    check(unsafe { linux::fcntl(fd.as_raw_fd(), linux::F_ADD_SEALS, seals) })
 }
 
 /// The file's size from `fstat`, which, unlike `lseek(SEEK_END)`, does not move the file
 /// offset that we share with the sender (they hold the same open file description).
 fn file_size(fd: BorrowedFd<'_>) -> Result<usize, Error> {
-    let mut stat = sys::stat::zeroed();
+    let mut stat = linux::stat::zeroed();
     // SAFETY: `stat` is a writable buffer of the size and layout of the C `struct stat`
     // (checked against libc in ffi/tests.rs).
-    check(unsafe { sys::fstat(fd.as_raw_fd(), &mut stat) }).map_err(|source| Error::Os {
+    check(unsafe { linux::fstat(fd.as_raw_fd(), &mut stat) }).map_err(|source| Error::Os {
         call: "fstat",
         source,
     })?;
@@ -308,21 +311,6 @@ fn file_size(fd: BorrowedFd<'_>) -> Result<usize, Error> {
         call: "fstat",
         source: io::Error::other(format!("the size is {} bytes", stat.st_size)),
     })
-}
-
-// The Linux face of `Block`: its descriptor, for `SCM_RIGHTS`, `dup` and driver import calls.
-
-impl AsFd for crate::Block {
-    /// The memfd behind the block, borrowed for as long as the block lives.
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.region().fd()
-    }
-}
-
-impl AsRawFd for crate::Block {
-    fn as_raw_fd(&self) -> RawFd {
-        self.handle()
-    }
 }
 
 /// [`Error::Os`] from the calling thread's `errno`, read right after `call` failed.

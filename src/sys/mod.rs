@@ -1,38 +1,136 @@
-//! The backends: one file per kind of memory, each giving a `Region` and the same few calls.
+//! The backends: one file per kind of memory, one of them chosen per target (`backend!`, the
+//! crate's one switch), each keeping the contract that the `Backend` trait states.
 //!
-//! Every backend provides
-//! - `Region`: zeroed, shareable memory of a page-rounded length, released on drop, with
-//!   `create(len)`, `ptr()`, `len()` and `handle()`;
-//! - `Handle`: the native object that `Region::handle` returns;
-//! - `CAN_PIN`, `LOCK_POPULATES`, `lock`/`unlock` over a range of pages, and `populate` over a region;
-//! - `page_size()` and `memlock_limit()`.
-//!
-//! `block.rs` holds the policy (what to pin, when to populate) once, over these calls.
+//! `block.rs` holds the policy (what to pin, when to populate) once, over what is exported
+//! here. `share/` uses the platform extras exported below. Nothing here names a public type:
+//! the backends hand out memory, descriptors and surfaces, never a `Block`.
 
-#[cfg(all(
-    any(target_os = "linux", target_vendor = "apple"),
-    not(any(miri, loom))
-))]
-mod unix;
-#[cfg(all(
-    any(target_os = "linux", target_vendor = "apple"),
-    not(any(miri, loom))
-))]
-pub(crate) use unix::{memlock_limit, page_size, unlock};
+use crate::error::Error;
+use core::ptr::NonNull;
+use std::io;
 
-#[cfg(all(target_os = "linux", not(any(miri, loom))))]
-mod linux;
-#[cfg(all(target_os = "linux", not(any(miri, loom))))]
-pub(crate) use linux::{Access, CAN_PIN, Handle, LOCK_POPULATES, Region, lock, populate};
+backend! {
+    native: {
+        mod unix;
+        #[cfg_attr(target_os = "linux", path = "linux.rs")]
+        #[cfg_attr(target_vendor = "apple", path = "apple.rs")]
+        mod imp;
+        #[cfg(target_os = "linux")]
+        mod scm;
 
-#[cfg(all(target_vendor = "apple", not(any(miri, loom))))]
-mod apple;
-#[cfg(all(target_vendor = "apple", not(any(miri, loom))))]
-pub(crate) use apple::{CAN_PIN, Handle, LOCK_POPULATES, Region, deallocate_port, lock, populate};
+        #[cfg(target_os = "linux")]
+        pub(crate) use {imp::Access, scm::{recv_fd, send_fd}};
+        #[cfg(target_vendor = "apple")]
+        pub(crate) use imp::deallocate_port;
+    }
+    portable: {
+        #[path = "heap.rs"]
+        mod imp;
+    }
+}
 
-#[cfg(any(miri, loom, not(any(target_os = "linux", target_vendor = "apple"))))]
-mod heap;
-#[cfg(any(miri, loom, not(any(target_os = "linux", target_vendor = "apple"))))]
-pub(crate) use heap::{
-    CAN_PIN, Handle, LOCK_POPULATES, Region, lock, memlock_limit, page_size, populate, unlock,
-};
+pub(crate) use imp::Handle;
+use imp::Imp;
+
+/// What every backend provides. rustc checks the chosen backend against it on every target,
+/// and `Region` and the functions below are written once over it.
+trait Backend {
+    /// The native object behind a region: see [`Handle`](crate::Handle).
+    type Handle: Copy + core::fmt::Debug;
+    /// What a region owns besides the address and length of its pages: a descriptor, a
+    /// surface, or nothing.
+    type Memory;
+    /// Whether `lock` can ever succeed.
+    const CAN_PIN: bool;
+    /// Whether `lock` also faults every page in.
+    const LOCK_POPULATES: bool;
+
+    /// New zeroed, shareable memory of `len` bytes, a nonzero multiple of `page_size()`.
+    fn create(len: usize) -> Result<Region, Error>;
+    /// The native object behind `region`, borrowed for as long as the region lives.
+    fn handle(region: &Region) -> Self::Handle;
+    /// Undoes what making or adopting `region` set up (a mapping, a lock, an allocation);
+    /// `Memory`'s own drop runs afterwards.
+    ///
+    /// # Safety
+    /// Called once, from `region`'s drop: nothing uses the region afterwards.
+    unsafe fn release(region: &mut Region);
+    /// Locks `len` bytes at `ptr`, part of a live region, in RAM.
+    fn lock(ptr: NonNull<u8>, len: usize) -> io::Result<()>;
+    /// Undoes `lock`. Errors are ignored: this runs on drop.
+    fn unlock(ptr: NonNull<u8>, len: usize);
+    /// Faults every page of `region` in without changing a byte, keeping it locked if
+    /// `pinned`.
+    fn populate(region: &Region, pinned: bool) -> Result<(), Error>;
+    /// The size of a page, which every region's address and made length are multiples of.
+    fn page_size() -> usize;
+    /// The soft `RLIMIT_MEMLOCK` in bytes, or `None` when it is unlimited or unknown.
+    fn memlock_limit() -> Option<u64>;
+}
+
+/// Memory that a backend made or adopted: `len` bytes at `ptr`, released on drop.
+pub(crate) struct Region {
+    ptr: NonNull<u8>,
+    len: usize,
+    memory: <Imp as Backend>::Memory,
+}
+
+impl Region {
+    /// New zeroed memory of `len` bytes, a nonzero multiple of [`page_size`].
+    pub(crate) fn create(len: usize) -> Result<Region, Error> {
+        Imp::create(len)
+    }
+
+    #[inline]
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub(crate) fn handle(&self) -> Handle {
+        Imp::handle(self)
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: this is the region's drop, which runs once; nothing uses it afterwards.
+        unsafe { Imp::release(self) }
+    }
+}
+
+/// Whether [`lock`] can ever succeed on this platform.
+pub(crate) const CAN_PIN: bool = Imp::CAN_PIN;
+
+/// Whether [`lock`] also faults every page in (so a pinned block needs no populating).
+pub(crate) const LOCK_POPULATES: bool = Imp::LOCK_POPULATES;
+
+/// Locks `len` bytes at `ptr`, part of a live region, in RAM.
+pub(crate) fn lock(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    Imp::lock(ptr, len)
+}
+
+/// Undoes [`lock`]; errors are ignored, as this runs on drop.
+pub(crate) fn unlock(ptr: NonNull<u8>, len: usize) {
+    Imp::unlock(ptr, len)
+}
+
+/// Faults every page of `region` in without changing a byte.
+pub(crate) fn populate(region: &Region, pinned: bool) -> Result<(), Error> {
+    Imp::populate(region, pinned)
+}
+
+/// The size of a page, which every block's address and length are multiples of.
+pub(crate) fn page_size() -> usize {
+    Imp::page_size()
+}
+
+/// The soft `RLIMIT_MEMLOCK` in bytes, or `None` when it is unlimited or unknown.
+pub(crate) fn memlock_limit() -> Option<u64> {
+    Imp::memlock_limit()
+}

@@ -5,68 +5,44 @@
 //! the kernel installs for it before looking at anything else, so that whatever a confused
 //! or hostile sender crams into a message is closed on every path.
 
-use crate::ffi::linux as sys;
+use crate::ffi::linux;
 use core::ffi::c_int;
 use core::mem::{align_of, offset_of, size_of};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 /// A control-message buffer of `N` bytes, aligned as `struct cmsghdr` needs.
 #[repr(C, align(8))]
 struct Control<const N: usize>([u8; N]);
 
-const _: () = assert!(align_of::<Control<0>>() >= align_of::<sys::cmsghdr>());
+const _: () = assert!(align_of::<Control<0>>() >= align_of::<linux::cmsghdr>());
 
 /// What a sent message's control data takes: one descriptor.
-const SEND_CONTROL: usize = sys::cmsg_space(size_of::<c_int>());
+const SEND_CONTROL: usize = linux::cmsg_space(size_of::<c_int>());
 
 /// Room for what the kernel may attach to a received message: credentials (`SO_PASSCRED`:
 /// a `struct ucred` of three 32-bit ids), a pidfd (`SO_PASSPIDFD`) and our descriptor. A
 /// sender's extra descriptors fill what is left or are dropped by the kernel (`MSG_CTRUNC`);
 /// either way none stays open.
-const RECV_CONTROL: usize = sys::cmsg_space(12) + 2 * sys::cmsg_space(size_of::<c_int>());
+const RECV_CONTROL: usize = linux::cmsg_space(12) + 2 * linux::cmsg_space(size_of::<c_int>());
 
-/// Sends `fd` to the process at the other end of `stream`, which receives it with
-/// [`recv_fd`].
-///
-/// The receiver gets its own descriptor for the same open file (like `dup`); `fd` stays open
-/// here. One byte of data goes with it, so the stream must be used in step: the receiver
-/// calls `recv_fd` when that byte is next, not in the middle of other data.
-///
-/// A closed peer is reported as an `EPIPE` error, never as a SIGPIPE signal. An interrupted
-/// call is retried.
-///
-/// # Errors
-/// What `sendmsg` answers: `EPIPE` (the peer is gone), `WouldBlock` on a non-blocking stream
-/// whose buffer is full, `ETOOMANYREFS` when descriptors in flight nest too deep.
-///
-/// ```
-/// use std::os::unix::net::UnixStream;
-/// use unimem::{Block, share};
-///
-/// let (here, there) = UnixStream::pair()?;
-/// let block = Block::open(4096)?;
-/// share::send_fd(&here, &block)?;
-/// let received = share::recv_fd(&there)?;
-/// // SAFETY: neither block is used at all.
-/// assert_eq!(unsafe { Block::from_fd(received)? }.len(), block.len());
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn send_fd(stream: &UnixStream, fd: impl AsFd) -> io::Result<()> {
+/// Sends `fd` with one byte of data over `stream`, for [`recv_fd`] at the other end. An
+/// interrupted call is retried; a closed peer is an `EPIPE` error, never a SIGPIPE.
+pub(crate) fn send_fd(stream: &UnixStream, fd: BorrowedFd<'_>) -> io::Result<()> {
     let mut control = Control([0; SEND_CONTROL]);
-    let header = cmsg_header(sys::SCM_RIGHTS, size_of::<c_int>());
-    let data = fd.as_fd().as_raw_fd().to_ne_bytes();
-    let data_at = sys::cmsg_len(0);
+    let header = cmsg_header(linux::SCM_RIGHTS, size_of::<c_int>());
+    let data = fd.as_raw_fd().to_ne_bytes();
+    let data_at = linux::cmsg_len(0);
     control.0[..header.len()].copy_from_slice(&header);
     control.0[data_at..data_at + data.len()].copy_from_slice(&data);
 
     let mut byte = 0u8;
-    let mut iov = sys::iovec {
+    let mut iov = linux::iovec {
         iov_base: (&raw mut byte).cast(),
         iov_len: 1,
     };
-    let message = sys::msghdr {
+    let message = linux::msghdr {
         msg_name: core::ptr::null_mut(),
         msg_namelen: 0,
         msg_iov: &raw mut iov,
@@ -78,7 +54,7 @@ pub fn send_fd(stream: &UnixStream, fd: impl AsFd) -> io::Result<()> {
     loop {
         // SAFETY: `message` points at live buffers (`iov`, `byte`, `control`) of the lengths it
         // states; sendmsg only reads them.
-        let sent = unsafe { sys::sendmsg(stream.as_raw_fd(), &message, sys::MSG_NOSIGNAL) };
+        let sent = unsafe { linux::sendmsg(stream.as_raw_fd(), &message, linux::MSG_NOSIGNAL) };
         match sent {
             1 => return Ok(()),
             0 => return Err(io::ErrorKind::WriteZero.into()),
@@ -90,28 +66,17 @@ pub fn send_fd(stream: &UnixStream, fd: impl AsFd) -> io::Result<()> {
     }
 }
 
-/// Receives one descriptor that the process at the other end of `stream` sent with
-/// [`send_fd`]. It is close-on-exec, and yours to map with
-/// [`Block::from_fd`](crate::Block::from_fd) or
-/// [`ReadOnlyBlock::from_fd`](crate::share::ReadOnlyBlock::from_fd).
-///
-/// A message must carry exactly one descriptor. Anything else that arrives with it (more
-/// descriptors, a pidfd from `SO_PASSPIDFD`) is closed before this returns, on success and
-/// on error alike. An interrupted call is retried.
-///
-/// # Errors
-/// `UnexpectedEof` when the peer closed the stream first; `InvalidData` when the message
-/// carried no descriptor or more than one (the stream was not in step, or the sender is
-/// misbehaving); `WouldBlock` on a non-blocking stream with nothing to read; otherwise what
-/// `recvmsg` answers.
-pub fn recv_fd(stream: &UnixStream) -> io::Result<OwnedFd> {
+/// Receives the one descriptor that [`send_fd`] sent, close-on-exec, closing everything
+/// else that came with it (more descriptors, a pidfd) on every path. An interrupted call is
+/// retried. The errors are those `share::recv_fd` documents.
+pub(crate) fn recv_fd(stream: &UnixStream) -> io::Result<OwnedFd> {
     let mut control = Control([0; RECV_CONTROL]);
     let mut byte = 0u8;
-    let mut iov = sys::iovec {
+    let mut iov = linux::iovec {
         iov_base: (&raw mut byte).cast(),
         iov_len: 1,
     };
-    let mut message = sys::msghdr {
+    let mut message = linux::msghdr {
         msg_name: core::ptr::null_mut(),
         msg_namelen: 0,
         msg_iov: &raw mut iov,
@@ -123,7 +88,7 @@ pub fn recv_fd(stream: &UnixStream) -> io::Result<OwnedFd> {
     let received = loop {
         // SAFETY: `message` points at live, writable buffers of the lengths it states, which
         // is all recvmsg writes to; `message` itself is writable.
-        let n = unsafe { sys::recvmsg(stream.as_raw_fd(), &mut message, sys::MSG_CMSG_CLOEXEC) };
+        let n = unsafe { linux::recvmsg(stream.as_raw_fd(), &mut message, linux::MSG_CMSG_CLOEXEC) };
         if n >= 0 {
             break n;
         }
@@ -135,7 +100,7 @@ pub fn recv_fd(stream: &UnixStream) -> io::Result<OwnedFd> {
     let used = message.msg_controllen.min(RECV_CONTROL);
     let mut descriptors = Vec::new();
     for (level, kind, data) in control_messages(&control.0[..used]) {
-        if level != sys::SOL_SOCKET || !matches!(kind, sys::SCM_RIGHTS | sys::SCM_PIDFD) {
+        if level != linux::SOL_SOCKET || !matches!(kind, linux::SCM_RIGHTS | linux::SCM_PIDFD) {
             continue;
         }
         for raw in data.chunks_exact(size_of::<c_int>()) {
@@ -143,13 +108,13 @@ pub fn recv_fd(stream: &UnixStream) -> io::Result<OwnedFd> {
             // SAFETY: the kernel installed this descriptor in our table for this message just
             // now; nothing else in the process knows its number, so it is ours to own.
             let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-            if kind == sys::SCM_RIGHTS {
+            if kind == linux::SCM_RIGHTS {
                 descriptors.push(fd);
             }
             // A pidfd is dropped, and so closed, right here: we did not ask for it.
         }
     }
-    if message.msg_flags & sys::MSG_CTRUNC != 0 {
+    if message.msg_flags & linux::MSG_CTRUNC != 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "the message carried more descriptors than the one expected (some were dropped by \
@@ -174,15 +139,15 @@ pub fn recv_fd(stream: &UnixStream) -> io::Result<OwnedFd> {
 }
 
 /// The `cmsghdr` of a control message with `data` bytes, as bytes.
-fn cmsg_header(kind: c_int, data: usize) -> [u8; size_of::<sys::cmsghdr>()] {
-    let mut header = [0; size_of::<sys::cmsghdr>()];
-    let len = sys::cmsg_len(data).to_ne_bytes();
-    let level = sys::SOL_SOCKET.to_ne_bytes();
+fn cmsg_header(kind: c_int, data: usize) -> [u8; size_of::<linux::cmsghdr>()] {
+    let mut header = [0; size_of::<linux::cmsghdr>()];
+    let len = linux::cmsg_len(data).to_ne_bytes();
+    let level = linux::SOL_SOCKET.to_ne_bytes();
     let kind = kind.to_ne_bytes();
     for (field, at) in [
-        (&len[..], offset_of!(sys::cmsghdr, cmsg_len)),
-        (&level[..], offset_of!(sys::cmsghdr, cmsg_level)),
-        (&kind[..], offset_of!(sys::cmsghdr, cmsg_type)),
+        (&len[..], offset_of!(linux::cmsghdr, cmsg_len)),
+        (&level[..], offset_of!(linux::cmsghdr, cmsg_level)),
+        (&kind[..], offset_of!(linux::cmsghdr, cmsg_type)),
     ] {
         header[at..at + field.len()].copy_from_slice(field);
     }
@@ -196,25 +161,25 @@ fn control_messages(control: &[u8]) -> impl Iterator<Item = (c_int, c_int, &[u8]
     let mut at = 0;
     core::iter::from_fn(move || {
         let rest = control.get(at..)?;
-        let header = rest.get(..size_of::<sys::cmsghdr>())?;
+        let header = rest.get(..size_of::<linux::cmsghdr>())?;
         let field = |offset: usize, len: usize| &header[offset..offset + len];
         let len = usize::from_ne_bytes(
-            field(offset_of!(sys::cmsghdr, cmsg_len), size_of::<usize>())
+            field(offset_of!(linux::cmsghdr, cmsg_len), size_of::<usize>())
                 .try_into()
                 .ok()?,
         );
         let level = c_int::from_ne_bytes(
-            field(offset_of!(sys::cmsghdr, cmsg_level), size_of::<c_int>())
+            field(offset_of!(linux::cmsghdr, cmsg_level), size_of::<c_int>())
                 .try_into()
                 .ok()?,
         );
         let kind = c_int::from_ne_bytes(
-            field(offset_of!(sys::cmsghdr, cmsg_type), size_of::<c_int>())
+            field(offset_of!(linux::cmsghdr, cmsg_type), size_of::<c_int>())
                 .try_into()
                 .ok()?,
         );
-        let data = rest.get(sys::cmsg_len(0)..len)?;
-        at += sys::cmsg_align(len);
+        let data = rest.get(linux::cmsg_len(0)..len)?;
+        at += linux::cmsg_align(len);
         Some((level, kind, data))
     })
 }
@@ -262,11 +227,11 @@ mod tests {
     #[test]
     fn a_header_that_overruns_the_buffer_ends_the_walk() {
         let mut buffer = [0u8; 32];
-        buffer[..size_of::<sys::cmsghdr>()].copy_from_slice(&cmsg_header(sys::SCM_RIGHTS, 64));
+        buffer[..size_of::<linux::cmsghdr>()].copy_from_slice(&cmsg_header(linux::SCM_RIGHTS, 64));
         assert_eq!(control_messages(&buffer).count(), 0);
-        buffer[..size_of::<sys::cmsghdr>()].copy_from_slice(&cmsg_header(sys::SCM_RIGHTS, 4));
+        buffer[..size_of::<linux::cmsghdr>()].copy_from_slice(&cmsg_header(linux::SCM_RIGHTS, 4));
         let walked: Vec<_> = control_messages(&buffer).collect();
-        assert_eq!(walked, [(sys::SOL_SOCKET, sys::SCM_RIGHTS, &[0u8; 4][..])]);
+        assert_eq!(walked, [(linux::SOL_SOCKET, linux::SCM_RIGHTS, &[0u8; 4][..])]);
     }
 
     /// A `libc::msghdr` with every field zero, as C code would get from `= {0}`.
