@@ -68,6 +68,8 @@
 //! [`Error`] whose message says what to do next.
 
 mod block;
+#[cfg(all(feature = "cuda", target_os = "linux", not(any(miri, loom))))]
+pub mod cuda;
 mod error;
 mod ffi;
 mod grid;

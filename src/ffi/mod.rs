@@ -21,6 +21,9 @@ pub mod linux;
 #[cfg(all(target_vendor = "apple", not(any(miri, loom))))]
 pub mod apple;
 
+#[cfg(all(feature = "cuda", target_os = "linux", not(any(miri, loom))))]
+pub mod cuda;
+
 #[cfg(all(
     test,
     any(target_os = "linux", target_vendor = "apple"),
