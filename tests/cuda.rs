@@ -441,7 +441,7 @@ fn unregister_reports_what_the_driver_says() {
 }
 
 #[test]
-fn no_gpu_is_no_device() {
+fn a_driver_that_sees_no_gpu_says_no_device() {
     let err = Fake::load(&[("init_error", 100)]).unwrap_err();
     assert!(matches!(err, Error::NoDevice { .. }), "{err:?}");
     let text = err.to_string();
