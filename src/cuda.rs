@@ -227,6 +227,10 @@ impl Driver {
     /// [`Error::DriverTooOld`] below CUDA 11.0, [`Error::NoDevice`] when `cuInit` finds no
     /// GPU, [`Error::Refused`] when `cuInit` fails otherwise.
     ///
+    /// Opening a library runs its code. `libcuda.so.1` is the system's NVIDIA driver;
+    /// `UNIMEM_CUDA_DRIVER` is trusted as `LD_LIBRARY_PATH` and `LD_PRELOAD` are: whoever sets
+    /// the environment already chooses what code the process runs.
+    ///
     /// ```
     /// match unimem::cuda::Driver::load() {
     ///     Ok(driver) => println!("CUDA {} at {}", driver.version(), driver.path()),
@@ -245,11 +249,19 @@ impl Driver {
     /// Several libraries may be open at once. Registrations made through one are unregistered
     /// through the same one.
     ///
+    /// # Safety
+    /// `path` names a CUDA driver library, or nothing: opening a library runs its
+    /// initialisers, and unimem calls the entry points it finds under CUDA's names with the
+    /// signatures `cuda.h` gives them. A library that is not a driver but exports, say, a
+    /// `cuInit` of another type is undefined behaviour. (A library without
+    /// `cuDriverGetVersion` is refused before anything in it is called.)
+    ///
     /// # Errors
     /// As for [`load`](Driver::load).
-    pub fn load_from(path: impl AsRef<Path>) -> Result<Driver, Error> {
+    pub unsafe fn load_from(path: impl AsRef<Path>) -> Result<Driver, Error> {
         Ok(Driver {
-            library: sys::load(path.as_ref().as_os_str())?,
+            // SAFETY: the caller's promise.
+            library: unsafe { sys::load(path.as_ref().as_os_str()) }?,
         })
     }
 

@@ -104,7 +104,8 @@ impl Fake {
 
     fn with(settings: &[(&str, i64)]) -> Fake {
         let (path, handle) = fresh_copy(settings);
-        let driver = Driver::load_from(&path).expect("the fake driver loads");
+        // SAFETY: the fake implements the driver's entry points with cuda.h's signatures.
+        let driver = unsafe { Driver::load_from(&path) }.expect("the fake driver loads");
         std::fs::remove_file(&path).ok();
         // SAFETY: the three functions have these signatures (fake-cuda/src/lib.rs).
         unsafe {
@@ -120,7 +121,8 @@ impl Fake {
     /// What opening a fake configured with `settings` gives.
     fn load(settings: &[(&str, i64)]) -> Result<Driver, Error> {
         let (path, _) = fresh_copy(settings);
-        let result = Driver::load_from(&path);
+        // SAFETY: as in `with`.
+        let result = unsafe { Driver::load_from(&path) };
         std::fs::remove_file(&path).ok();
         result
     }
@@ -441,7 +443,7 @@ fn unregister_reports_what_the_driver_says() {
 }
 
 #[test]
-fn a_driver_that_sees_no_gpu_says_no_device() {
+fn a_driver_without_devices_says_no_device() {
     let err = Fake::load(&[("init_error", 100)]).unwrap_err();
     assert!(matches!(err, Error::NoDevice { .. }), "{err:?}");
     let text = err.to_string();
@@ -474,7 +476,8 @@ fn an_old_driver_is_too_old_and_says_which_version_is_needed() {
 #[test]
 fn a_missing_driver_names_the_library_and_the_variable() {
     let missing = "/nonexistent/unimem-test/libcuda.so.1";
-    let err = Driver::load_from(missing).unwrap_err();
+    // SAFETY: there is no library at that path.
+    let err = unsafe { Driver::load_from(missing) }.unwrap_err();
     match &err {
         Error::NoDriver { library, reason } => {
             assert_eq!(library, missing);
@@ -490,7 +493,9 @@ fn a_missing_driver_names_the_library_and_the_variable() {
         std::io::ErrorKind::Unsupported
     );
 
-    let err = Driver::load_from("libc.so.6").unwrap_err();
+    // SAFETY: libc is loaded already, so opening it runs nothing, and it has no
+    // cuDriverGetVersion, so nothing in it is called.
+    let err = unsafe { Driver::load_from("libc.so.6") }.unwrap_err();
     assert!(
         err.to_string().contains("has no cuDriverGetVersion"),
         "{err}"

@@ -101,23 +101,31 @@ pub(crate) fn load_default() -> Result<&'static Library, LoadFailure> {
         Some(path) if !path.is_empty() => path,
         _ => OsString::from(DEFAULT_LIBRARY),
     });
-    load(name)
+    // SAFETY: the system's driver, or the library the environment names, which is trusted
+    // as LD_LIBRARY_PATH and LD_PRELOAD are (see `Driver::load`).
+    unsafe { load(name) }
 }
 
 /// The driver library at `name` (a path, or a soname the loader searches for), opened and
 /// initialised on the first call for that name; later calls give the same answer.
-pub(crate) fn load(name: &OsStr) -> Result<&'static Library, LoadFailure> {
+///
+/// # Safety
+/// `name` names a CUDA driver library, or nothing (see `Driver::load_from`).
+pub(crate) unsafe fn load(name: &OsStr) -> Result<&'static Library, LoadFailure> {
     let mut loaded = LOADED.lock().unwrap_or_else(|poison| poison.into_inner());
     if let Some((_, result)) = loaded.iter().find(|(known, _)| known == name) {
         return result.clone();
     }
-    let result = Library::open(name).map(|library| &*Box::leak(Box::new(library)));
+    // SAFETY: the caller's promise.
+    let result = unsafe { Library::open(name) }.map(|library| &*Box::leak(Box::new(library)));
     loaded.push((name.to_owned(), result.clone()));
     result
 }
 
 impl Library {
-    fn open(name: &OsStr) -> Result<Library, LoadFailure> {
+    /// # Safety
+    /// As for `load`.
+    unsafe fn open(name: &OsStr) -> Result<Library, LoadFailure> {
         let path = name.to_string_lossy().into_owned();
         let Ok(c_name) = CString::new(name.as_bytes()) else {
             return Err(LoadFailure::Open {
@@ -125,9 +133,8 @@ impl Library {
                 reason: "the name contains a NUL byte".to_owned(),
             });
         };
-        // SAFETY: `c_name` is a valid C string. Loading runs the library's initialisers, which
-        // is what loading a driver means; dlerror's text is copied before anything else can
-        // call into the loader on this thread.
+        // SAFETY: `c_name` is a valid C string, and names a driver library (the caller's
+        // promise), whose initialisers are sound to run.
         let handle = unsafe { cu::dlopen(c_name.as_ptr(), cu::RTLD_NOW | cu::RTLD_LOCAL) };
         let Some(handle) = NonNull::new(handle) else {
             return Err(LoadFailure::Open {
@@ -147,8 +154,9 @@ impl Library {
                 let name: &'static CStr = $name;
                 let symbol =
                     symbol(handle, name).ok_or_else(|| missing(name.to_str().unwrap_or("?")))?;
-                // SAFETY: the driver exports this symbol as a function with the signature
-                // `cuda.h` gives it, which `ffi/cuda.rs` declares as `$ty`.
+                // SAFETY: a driver library (the caller's promise) exports this symbol as a
+                // function with the signature `cuda.h` gives it, which `ffi/cuda.rs` declares
+                // as `$ty`.
                 unsafe { core::mem::transmute::<*mut c_void, $ty>(symbol.as_ptr()) }
             }};
         }
