@@ -271,7 +271,12 @@ mod linux {
     }
 
     fn ms(duration: Duration) -> String {
-        format!("{:.0} ms", duration.as_secs_f64() * 1e3)
+        let ms = duration.as_secs_f64() * 1e3;
+        if ms < 10.0 {
+            format!("{ms:.1} ms")
+        } else {
+            format!("{ms:.0} ms")
+        }
     }
 
     fn print_table(gpu: &str, mib: usize, rows: &[Row]) {

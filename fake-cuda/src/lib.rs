@@ -7,6 +7,12 @@
 //! without one. Every argument is checked, every call counted, and any entry point can be told
 //! to fail with a given code.
 //!
+//! It also has the few calls the `cuda` example and the GPU tests make (`cuMemAlloc`, the
+//! `cuMemcpy`s, `cuMemsetD32`, `cuMemAllocHost`, ...), so that those run here too, with no GPU:
+//! "device memory" is host memory at `host + (1 << 48)`, and a device range must lie in an
+//! allocation or in a registration mapped with `DEVICEMAP`, so that a host address passed
+//! where a device pointer belongs fails as it would on a GPU.
+//!
 //! Tests drive it through three extra exports:
 //! - `fake_cuda_set(key, value)`: `"version"` (what `cuDriverGetVersion` reports, 12040 by
 //!   default), `"init_error"` (what `cuInit` returns, 0 by default), `"devices"` (how many
@@ -96,6 +102,10 @@ struct State {
     calls: HashMap<&'static str, i64>,
     /// Base address to (length, flags).
     registrations: BTreeMap<usize, (usize, c_uint)>,
+    /// "Device memory" (`cuMemAlloc`), which lives in host memory here: base to length.
+    allocations: BTreeMap<usize, usize>,
+    /// Host memory from `cuMemAllocHost`: base to length.
+    host_allocations: BTreeMap<usize, usize>,
     primary_refs: i64,
     initialized: bool,
     last: HashMap<&'static str, i64>,
@@ -114,6 +124,29 @@ impl State {
     fn current_context(&self) -> Option<usize> {
         let current = STACK.with(|stack| stack.borrow().last().copied())?;
         self.context_is_live(current).then_some(current)
+    }
+
+    /// The host address behind the device range `device..device + len`: inside one
+    /// allocation, or one registration mapped with DEVICEMAP. `CUDA_ERROR_INVALID_VALUE`
+    /// otherwise, as for a host address passed where a device pointer belongs.
+    fn host_range(&self, device: u64, len: usize) -> Result<*mut u8, CUresult> {
+        let host = device.checked_sub(DEVICE_OFFSET).ok_or(INVALID_VALUE)? as usize;
+        let end = host.checked_add(len).ok_or(INVALID_VALUE)?;
+        let within = |map: &BTreeMap<usize, usize>| {
+            map.range(..=host)
+                .next_back()
+                .is_some_and(|(&base, &size)| end <= base + size)
+        };
+        let mapped = self
+            .registrations
+            .range(..=host)
+            .next_back()
+            .is_some_and(|(&base, &(size, flags))| end <= base + size && flags & DEVICEMAP != 0);
+        if within(&self.allocations) || mapped {
+            Ok(host as *mut u8)
+        } else {
+            Err(INVALID_VALUE)
+        }
     }
 
     fn context_is_live(&self, context: usize) -> bool {
@@ -411,6 +444,173 @@ pub unsafe extern "C" fn cuGetErrorString(code: CUresult, text: *mut *const c_ch
         // SAFETY: the caller's promise.
         unsafe { put(text, found.map_or(std::ptr::null(), CStr::as_ptr)) }?;
         found.map(|_| ()).ok_or(INVALID_VALUE)
+    })
+}
+
+// What the `cuda` example and the GPU tests call beyond the binding, so that they run here
+// too: "device memory" is host memory, and the copy engine is `copy_nonoverlapping`.
+
+/// Runs `body` with a live context current, as the driver requires of memory calls.
+fn with_context(
+    name: &'static str,
+    body: impl FnOnce(&mut State) -> Result<(), CUresult>,
+) -> CUresult {
+    result(|| {
+        let mut entered = enter(name, true)?;
+        let state = entered.state();
+        state.current_context().ok_or(INVALID_CONTEXT)?;
+        body(state)
+    })
+}
+
+/// Allocates `len` zeroed bytes, 4096-aligned, never freed but by `release`.
+fn allocate(len: usize) -> Result<usize, CUresult> {
+    let layout =
+        std::alloc::Layout::from_size_align(len.max(1), 4096).map_err(|_| INVALID_VALUE)?;
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        Err(2)
+    } else {
+        Ok(ptr as usize)
+    }
+}
+
+/// Frees what `allocate(len)` returned.
+fn release(base: usize, len: usize) {
+    let layout = std::alloc::Layout::from_size_align(len.max(1), 4096).unwrap();
+    // SAFETY: `base` came from `allocate(len)`, with this layout, and is freed once.
+    unsafe { std::alloc::dealloc(base as *mut u8, layout) };
+}
+
+/// # Safety
+/// `device_ptr` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemAlloc_v2(device_ptr: *mut u64, len: usize) -> CUresult {
+    with_context("cuMemAlloc_v2", |state| {
+        if len == 0 {
+            return Err(INVALID_VALUE);
+        }
+        let base = allocate(len)?;
+        state.allocations.insert(base, len);
+        // SAFETY: the caller's promise.
+        unsafe { put(device_ptr, base as u64 + DEVICE_OFFSET) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemFree_v2(device_ptr: u64) -> CUresult {
+    with_context("cuMemFree_v2", |state| {
+        let base = device_ptr.checked_sub(DEVICE_OFFSET).ok_or(INVALID_VALUE)? as usize;
+        let len = state.allocations.remove(&base).ok_or(INVALID_VALUE)?;
+        release(base, len);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `ptr` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemAllocHost_v2(ptr: *mut *mut c_void, len: usize) -> CUresult {
+    with_context("cuMemAllocHost_v2", |state| {
+        if len == 0 {
+            return Err(INVALID_VALUE);
+        }
+        let base = allocate(len)?;
+        state.host_allocations.insert(base, len);
+        // SAFETY: the caller's promise.
+        unsafe { put(ptr, base as *mut c_void) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemFreeHost(ptr: *mut c_void) -> CUresult {
+    with_context("cuMemFreeHost", |state| {
+        let len = state
+            .host_allocations
+            .remove(&(ptr as usize))
+            .ok_or(INVALID_VALUE)?;
+        release(ptr as usize, len);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `src` is valid for reads of `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemcpyHtoD_v2(dst: u64, src: *const c_void, len: usize) -> CUresult {
+    with_context("cuMemcpyHtoD_v2", |state| {
+        let dst = state.host_range(dst, len)?;
+        // SAFETY: `dst` is `len` bytes of live fake device memory; `src` by the caller's promise.
+        unsafe { std::ptr::copy(src.cast::<u8>(), dst, len) };
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `dst` is valid for writes of `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemcpyDtoH_v2(dst: *mut c_void, src: u64, len: usize) -> CUresult {
+    with_context("cuMemcpyDtoH_v2", |state| {
+        let src = state.host_range(src, len)?;
+        // SAFETY: as for cuMemcpyHtoD_v2, the other way round.
+        unsafe { std::ptr::copy(src, dst.cast::<u8>(), len) };
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemcpyDtoD_v2(dst: u64, src: u64, len: usize) -> CUresult {
+    with_context("cuMemcpyDtoD_v2", |state| {
+        let (dst, src) = (state.host_range(dst, len)?, state.host_range(src, len)?);
+        // SAFETY: both are `len` bytes of live fake device memory.
+        unsafe { std::ptr::copy(src, dst, len) };
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD32_v2(dst: u64, value: c_uint, count: usize) -> CUresult {
+    with_context("cuMemsetD32_v2", |state| {
+        if dst % 4 != 0 {
+            return Err(INVALID_VALUE);
+        }
+        let len = count.checked_mul(4).ok_or(INVALID_VALUE)?;
+        let dst = state.host_range(dst, len)?.cast::<c_uint>();
+        for i in 0..count {
+            // SAFETY: `dst` is `count` aligned words of live fake device memory.
+            unsafe { dst.add(i).write_volatile(value) };
+        }
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuCtxSynchronize() -> CUresult {
+    with_context("cuCtxSynchronize", |_| Ok(()))
+}
+
+/// # Safety
+/// `name` is valid for writes of `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuDeviceGetName(name: *mut c_char, len: c_int, device: c_int) -> CUresult {
+    result(|| {
+        let mut entered = enter("cuDeviceGetName", true)?;
+        if !entered.state().device_exists(device) || name.is_null() || len < 1 {
+            return Err(if name.is_null() {
+                INVALID_VALUE
+            } else {
+                INVALID_DEVICE
+            });
+        }
+        let text = c"fake-cuda (no GPU: unimem's stand-in driver)".to_bytes_with_nul();
+        let n = text.len().min(len as usize);
+        // SAFETY: `name` is writable for `len >= n` bytes, by the caller's promise.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr().cast::<c_char>(), name, n);
+            name.add(n - 1).write(0);
+        }
+        Ok(())
     })
 }
 
