@@ -22,11 +22,12 @@ pub(crate) use unix::{memlock_limit, page_size, unlock};
 
 #[cfg(all(target_os = "linux", not(any(miri, loom))))]
 mod linux;
-
-#[cfg(all(feature = "cuda", target_os = "linux", not(any(miri, loom))))]
-pub(crate) mod cuda;
 #[cfg(all(target_os = "linux", not(any(miri, loom))))]
 pub(crate) use linux::{Access, CAN_PIN, Handle, LOCK_POPULATES, Region, lock, populate};
+
+// Not a backend: the CUDA driver, which registers a backend's memory for a GPU.
+#[cfg(all(feature = "cuda", target_os = "linux", not(any(miri, loom))))]
+pub(crate) mod cuda;
 
 #[cfg(all(target_vendor = "apple", not(any(miri, loom))))]
 mod apple;
