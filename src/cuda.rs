@@ -291,7 +291,10 @@ impl Driver {
     /// # Errors
     /// As for [`Block::register_cuda`].
     pub fn register<'b>(&self, block: &'b Block) -> Result<Registration<'b>, Error> {
-        let registered = self.library.register(block.as_non_null(), block.len())?;
+        // SAFETY: the block's memory is mapped for `len` bytes while it lives, and the
+        // registration borrows it, so the block outlives the registration unless the
+        // registration is leaked (see `register` for why that is still sound).
+        let registered = unsafe { self.library.register(block.as_non_null(), block.len()) }?;
         Ok(Registration { block, registered })
     }
 }

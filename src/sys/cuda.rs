@@ -245,8 +245,12 @@ impl Library {
     /// address space, under the calling thread's current context or, when there is none,
     /// device 0's primary context, which the registration then holds a reference to.
     ///
-    /// The caller keeps the memory mapped until the registration is dropped.
-    pub(crate) fn register(
+    /// # Safety
+    /// `ptr..ptr + len` is mapped memory, and should stay mapped until the registration is
+    /// dropped. (A registration that outlives the mapping, as a leaked one can, is not
+    /// undefined behaviour in this process: the driver holds its own references to the pages
+    /// it pinned, so they are not reused while it does.)
+    pub(crate) unsafe fn register(
         &'static self,
         ptr: NonNull<u8>,
         len: usize,
@@ -282,8 +286,8 @@ impl Library {
             // Declared after `primary`, so dropped (popped) before it on every early return.
             let _current = self.make_current(context)?;
             let flags = cu::CU_MEMHOSTREGISTER_PORTABLE | cu::CU_MEMHOSTREGISTER_DEVICEMAP;
-            // SAFETY: `host..host + len` is memory the caller keeps mapped until the
-            // registration ends; registering pins it and changes none of its bytes.
+            // SAFETY: `host..host + len` is mapped (the caller's promise); registering pins it
+            // and changes none of its bytes.
             self.check("cuMemHostRegister", unsafe {
                 (self.api.mem_host_register)(host, len, flags)
             })?;
