@@ -350,6 +350,7 @@ impl Block {
 /// Do not destroy that context (`cuCtxDestroy`, `cudaDeviceReset`) while the registration
 /// lives. A primary context that the registration retained itself stays alive until it is
 /// dropped.
+#[must_use = "dropping a registration unregisters the block at once"]
 pub struct Registration<'b> {
     block: &'b Block,
     registered: sys::Registered,
