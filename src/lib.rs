@@ -91,6 +91,12 @@ macro_rules! backend {
 }
 
 mod block;
+backend! {
+    native: {
+        #[cfg(all(feature = "cuda", target_os = "linux"))]
+        pub mod cuda;
+    }
+}
 mod error;
 mod ffi;
 mod grid;

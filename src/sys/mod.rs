@@ -22,6 +22,9 @@ backend! {
         pub(crate) use {imp::Access, scm::{recv_fd, send_fd}};
         #[cfg(target_vendor = "apple")]
         pub(crate) use imp::deallocate_port;
+        // Not a backend: the CUDA driver, which registers a backend's memory for a GPU.
+        #[cfg(all(feature = "cuda", target_os = "linux"))]
+        pub(crate) mod cuda;
     }
     portable: {
         #[path = "heap.rs"]
