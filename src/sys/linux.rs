@@ -235,8 +235,8 @@ fn seals(fd: BorrowedFd<'_>) -> Result<c_int, Error> {
         Some(linux::EINVAL) => Err(Error::NotShareable {
             reason: "it is not a memfd (a regular file, a pipe, a socket, a device...), so \
                      nothing stops another process from truncating it under the mapping, or it \
-                     cannot be mapped at all: send a memfd instead, such as a Block's \
-                     (`Block::try_clone_fd`)",
+                     cannot be mapped at all: send a memfd instead, such as a unimem block's \
+                     (`share::send_block`)",
         }),
         Some(linux::EBADF) => Err(Error::NotShareable {
             reason: "it was opened with O_PATH, which allows no I/O: send the memfd itself",
