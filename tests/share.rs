@@ -479,7 +479,7 @@ mod linux {
         assert_eq!(errno, Some(libc::EPERM));
         // Growing is allowed, and leaves the mapping as it was.
         // SAFETY: as above; growing is not sealed.
-        let rc = unsafe { libc::ftruncate(block.handle(), 8 * page() as i64) };
+        let rc = unsafe { libc::ftruncate(block.handle(), 8 * page() as libc::off_t) };
         assert_eq!(rc, 0);
         // SAFETY: the test is the only user.
         let bytes = unsafe { block.as_mut_slice() };
