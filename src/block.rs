@@ -19,7 +19,9 @@ use core::ptr::NonNull;
 /// | portable backend | the base address (`*mut u8`) | nothing outside this process |
 ///
 /// The handle is borrowed: it stays valid while the `Block` lives, and the `Block` still
-/// releases it on drop. Retain (macOS) or `dup` (Linux) it to keep it longer.
+/// releases it on drop. Retain (macOS) or `dup` (Linux) it to keep it longer. On Linux it is
+/// only the descriptor's number, and using it takes `unsafe`: see
+/// [handing out a block's descriptor](crate::share#handing-out-a-blocks-descriptor-linux).
 pub type Handle = sys::Handle;
 
 /// How hard [`Block::open`] tries to keep the pages in RAM.

@@ -177,7 +177,7 @@ impl Region {
         if surface.is_null() {
             return Err(Error::NotShareable {
                 reason: "the mach port does not name an IOSurface (IOSurfaceLookupFromMachPort \
-                         returned NULL): send the port that `Block::mach_port` gives",
+                         returned NULL): send the port that a block's `mach_port()` gives",
             });
         }
         Region::adopt_surface(Owned(surface.cast_const()))

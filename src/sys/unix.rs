@@ -23,7 +23,9 @@ pub(crate) fn memlock_limit() -> Option<u64> {
     };
     // SAFETY: `limit` is a valid, writable `struct rlimit`.
     let rc = unsafe { posix::getrlimit(posix::RLIMIT_MEMLOCK, &mut limit) };
-    (rc == 0 && limit.rlim_cur != posix::RLIM_INFINITY).then_some(limit.rlim_cur)
+    // `rlim_t` is 32 or 64 bits wide, and always fits a u64.
+    #[allow(clippy::useless_conversion, reason = "u64 already where rlim_t is 64 bits")]
+    (rc == 0 && limit.rlim_cur != posix::RLIM_INFINITY).then(|| u64::from(limit.rlim_cur))
 }
 
 /// Locks `len` bytes at `ptr` in RAM, faulting every page in.
