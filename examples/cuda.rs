@@ -162,12 +162,8 @@ mod linux {
     /// The block mapped a second time, read-only, from its memfd: what another process that
     /// was sent the descriptor sees.
     fn second_mapping(block: &Block) -> ReadOnlyBlock {
-        #[allow(
-            unused_unsafe,
-            reason = "exporting the fd is becoming `unsafe` (I/O safety)"
-        )]
         // SAFETY: the new descriptor is only mapped read-only, here, and dropped with the map.
-        let fd = unsafe { block.try_clone_fd() }.expect("clone the memfd");
+        let fd = unsafe { block.export_fd() }.expect("clone the memfd");
         ReadOnlyBlock::from_fd(fd).expect("map the memfd again")
     }
 

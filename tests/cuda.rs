@@ -639,12 +639,8 @@ fn gpu_writes_reach_the_block_and_a_second_mapping_of_it() {
     let seen = unsafe { std::slice::from_raw_parts(words, count) };
     assert!(seen.iter().all(|&word| word == 0xC0DE_F00D));
 
-    #[allow(
-        unused_unsafe,
-        reason = "exporting the fd is becoming `unsafe` (I/O safety)"
-    )]
     // SAFETY: the new descriptor is only mapped read-only, here, and dropped with the map.
-    let fd = unsafe { tape.block().try_clone_fd() }.unwrap();
+    let fd = unsafe { tape.block().export_fd() }.unwrap();
     let mirror = ReadOnlyBlock::from_fd(fd).unwrap();
     // SAFETY: nothing writes the block while this view lives.
     let mirrored = unsafe { &mirror.as_slice()[offset..offset + count * 4] };
