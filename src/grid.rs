@@ -53,8 +53,8 @@ pub use stash::Stash;
 /// A take+give cycle through the grid is two locked read-modify-writes on a shared word,
 /// several nanoseconds each, and each moves the word's cache line to the calling core; with
 /// several threads on one word, that line ping-pongs between them.
-/// A [`Stash`] is a single thread's pocket of free cells: it claims up to 32 cells of one word
-/// with a single atomic operation, hands them out and takes them back with plain loads and
+/// A [`Stash`] is a single thread's pocket of free cells: it claims 32 cells at once (with a
+/// single atomic operation when one word has them, as it usually does), hands them out and takes them back with plain loads and
 /// stores, and returns them half a pocket at a time, one atomic operation per word. A cycle
 /// through a stash costs a nanosecond or two. (`benches/grid.rs` measures both against
 /// `malloc`, `Box`, a mutex-protected free list and `mmap`.)
@@ -168,7 +168,7 @@ impl<const CELL: usize, const N: usize> Grid<CELL, N> {
     /// while it ran may be missed.
     #[inline]
     pub fn take(&self) -> Option<Cell<'_, CELL, N>> {
-        let index = self.free.claim_one(self.home_word())?;
+        let index = self.free.claim_one(self.thread_start_word())?;
         Some(Cell { grid: self, index })
     }
 
@@ -211,9 +211,13 @@ impl<const CELL: usize, const N: usize> Grid<CELL, N> {
 
     /// The bitmap word this thread searches first.
     #[inline]
-    fn home_word(&self) -> usize {
+    fn thread_start_word(&self) -> usize {
         let words = N.div_ceil(bitmap::BITS);
-        if words == 1 { 0 } else { home::word(words) }
+        if words == 1 {
+            0
+        } else {
+            thread_start::word(words)
+        }
     }
 
     /// Panics unless `cell` came from this grid.
@@ -246,7 +250,7 @@ impl<const CELL: usize, const N: usize> fmt::Debug for Grid<CELL, N> {
 /// Where each thread starts its search: threads are dealt out over the words as they first
 /// take, so that two threads begin on different cache lines.
 #[cfg(not(loom))]
-mod home {
+mod thread_start {
     use core::cell::Cell;
     // Not the model-checked atomics: which word a thread starts at never matters for
     // correctness, only for speed.
@@ -283,7 +287,7 @@ mod home {
 /// Under loom every thread starts at the first word: loom replays each execution from the
 /// start, and a hint kept outside the model would differ between replays.
 #[cfg(loom)]
-mod home {
+mod thread_start {
     #[inline]
     pub(super) fn word(_words: usize) -> usize {
         0

@@ -21,6 +21,21 @@ fn take_all<const CELL: usize, const N: usize>(grid: &Grid<CELL, N>) -> Vec<Cell
     cells
 }
 
+/// Runs `check` on `threads` fresh threads, one after another.
+///
+/// Each thread starts its searches of a grid at its own bitmap word, chosen when it first
+/// takes, and the test runner's threads are reused by other tests: a check that holds on many
+/// fresh threads holds whichever thread runs it, under any `--test-threads`. Enough threads
+/// to start at every word of a grid of four words, whatever other tests do meanwhile.
+fn on_fresh_threads(check: impl Fn() + Sync) {
+    let threads = if cfg!(miri) { 6 } else { 32 };
+    for _ in 0..threads {
+        thread::scope(|s| {
+            s.spawn(&check);
+        });
+    }
+}
+
 /// The panic message of `f`, which must panic.
 fn panic_message(f: impl FnOnce()) -> String {
     let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
@@ -182,24 +197,49 @@ fn debug_output_names_the_parts() {
 
 #[test]
 fn a_stash_refills_in_batches_and_returns_everything_when_dropped() {
+    // 200 cells: three words of 64 and a last word of 8, where some threads start.
     let grid = grid::<64, 200>();
-    let mut stash = grid.stash();
-    let first = stash.take().unwrap();
-    assert_eq!(stash.held(), 31, "a refill claims 32 cells");
-    assert_eq!(grid.free(), 200 - 32);
-    let mut cells = vec![first];
-    cells.extend((1..100).map(|_| stash.take().unwrap()));
-    let distinct: HashSet<_> = cells.iter().map(|cell| cell.index()).collect();
-    assert_eq!(distinct.len(), 100);
-    let mut out = cells.len();
-    for cell in cells {
-        stash.give(cell);
-        out -= 1;
-        assert!(stash.held() <= 64);
-        assert_eq!(grid.free() + stash.held(), 200 - out);
-    }
-    drop(stash);
-    assert_eq!(grid.free(), 200);
+    on_fresh_threads(|| {
+        let mut stash = grid.stash();
+        let first = stash.take().unwrap();
+        assert_eq!(stash.held(), 31, "a refill claims 32 cells");
+        assert_eq!(grid.free(), 200 - 32);
+        let mut cells = vec![first];
+        cells.extend((1..100).map(|_| stash.take().unwrap()));
+        let distinct: HashSet<_> = cells.iter().map(|cell| cell.index()).collect();
+        assert_eq!(distinct.len(), 100);
+        let mut out = cells.len();
+        for cell in cells {
+            stash.give(cell);
+            out -= 1;
+            assert!(stash.held() <= 64);
+            assert_eq!(grid.free() + stash.held(), 200 - out);
+        }
+        drop(stash);
+        assert_eq!(grid.free(), 200);
+    });
+}
+
+#[test]
+fn a_refill_takes_every_free_cell_when_the_grid_has_fewer_than_a_batch() {
+    let grid = grid::<64, 200>();
+    on_fresh_threads(|| {
+        let mut out = take_all(&grid);
+        let back = out.split_off(190);
+        let back: HashSet<_> = back.into_iter().map(|cell| cell.index()).collect();
+        let mut stash = grid.stash();
+        let mut cells = vec![stash.take().unwrap()];
+        assert_eq!(stash.held(), 9, "one refill claims all 10 free cells");
+        assert_eq!(grid.free(), 0);
+        cells.extend((0..9).map(|_| stash.take().unwrap()));
+        assert!(stash.take().is_none());
+        let taken: HashSet<_> = cells.iter().map(|cell| cell.index()).collect();
+        assert_eq!(taken, back);
+        cells.append(&mut out);
+        drop(cells);
+        drop(stash);
+        assert_eq!(grid.free(), 200);
+    });
 }
 
 #[test]

@@ -14,8 +14,9 @@ const HALF: usize = CAPACITY / 2;
 
 /// A pocket of free cells for one thread: takes and gives without atomic operations.
 ///
-/// A stash claims up to 32 cells from its [`Grid`] with one atomic operation when it runs dry,
-/// keeps cells given to it, and when it holds 64 returns the 32 it has held longest, one atomic
+/// A stash claims 32 cells from its [`Grid`] when it runs dry (all there are, if the grid has
+/// fewer), with one atomic operation per bitmap word it claims from: usually one. It keeps
+/// cells given to it, and when it holds 64 returns the 32 it has held longest, one atomic
 /// operation per bitmap word. Everything it holds goes back to the grid when it is dropped
 /// or [`flush`](Stash::flush)ed. A take+give cycle through a stash is a few plain loads and
 /// stores; see [why a stash is faster](Grid#why-a-stash-is-faster).
@@ -118,22 +119,30 @@ impl<'g, const CELL: usize, const N: usize> Stash<'g, CELL, N> {
         self.grid
     }
 
-    /// Claims up to half a pocket from one word of the grid with one atomic operation into
-    /// the empty pocket; `None` if the grid has no free cell.
+    /// Claims up to half a pocket from the grid into the empty pocket, one atomic operation per
+    /// bitmap word it claims from (one, when this thread's first word has enough); `None` if
+    /// the grid has no free cell.
     #[cold]
     fn refill(&mut self) -> Option<()> {
         debug_assert_eq!(self.len, 0);
-        let (word, mut bits) = self
-            .grid
+        let (held, len) = (&mut self.held, &mut self.len);
+        let start = self.grid.thread_start_word();
+        self.grid
             .free
-            .claim_many(self.grid.home_word(), HALF as u32)?;
-        while bits != 0 {
-            // Highest first, so that the lowest cells are taken first, as by `Grid::take`.
-            let bit = bits.ilog2() as usize;
-            bits ^= 1 << bit;
-            self.held[self.len] = word * bitmap::BITS + bit;
-            self.len += 1;
+            .claim_many(start, HALF as u32, |word, mut bits| {
+                while bits != 0 {
+                    let bit = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    held[*len] = word * bitmap::BITS + bit;
+                    *len += 1;
+                }
+            });
+        if self.len == 0 {
+            return None;
         }
+        // `take` pops from the end: reversed, the first word's lowest cells go out first, as
+        // they would from `Grid::take`.
+        self.held[..self.len].reverse();
         Some(())
     }
 
