@@ -54,9 +54,9 @@ fn loom_two_takes_never_get_the_same_cell() {
         let (a, b) = (thread::spawn(taker(1)), thread::spawn(taker(2)));
         let (a, b) = (a.join().unwrap(), b.join().unwrap());
         assert_ne!(a.index(), b.index());
-        assert_eq!(fixture.grid.free(), 0);
+        assert_eq!(fixture.grid.remaining(), 0);
         drop((a, b));
-        assert_eq!(fixture.grid.free(), 2);
+        assert_eq!(fixture.grid.remaining(), 2);
     });
 }
 
@@ -86,7 +86,7 @@ fn loom_a_taker_sees_what_the_giver_wrote() {
             fixture.write(&cell, 8);
         }
         giver.join().unwrap();
-        assert_eq!(fixture.grid.free(), 1);
+        assert_eq!(fixture.grid.remaining(), 1);
     });
 }
 
@@ -109,7 +109,7 @@ fn loom_a_stash_refill_races_a_take() {
             assert_ne!(cell.index(), stashed.index());
         }
         drop((taken, stashed));
-        assert_eq!(fixture.grid.free(), 3);
+        assert_eq!(fixture.grid.remaining(), 3);
     });
 }
 

@@ -23,7 +23,7 @@ const HALF: usize = CAPACITY / 2;
 ///
 /// Cells taken from a stash are ordinary [`Cell`]s: dropping one returns it to the grid,
 /// giving it to the stash keeps it in the pocket, and either works on any thread. The cells a
-/// stash holds are not [`free`](Grid::free) in the grid, and other threads cannot take them:
+/// stash holds are not [`remaining`](Grid::remaining) in the grid, and other threads cannot take them:
 /// give a grid 64 spare cells per stash.
 ///
 /// A stash can move to another thread (it is `Send`) but is meant to be one thread's alone (it
@@ -46,9 +46,9 @@ const HALF: usize = CAPACITY / 2;
 /// cell.fill(7);
 /// stash.give(cell);
 /// // The stash claimed a batch at once and keeps it, cell included.
-/// assert_eq!(grid.free() + stash.held(), 128);
+/// assert_eq!(grid.remaining() + stash.held(), 128);
 /// drop(stash);
-/// assert_eq!(grid.free(), 128);
+/// assert_eq!(grid.remaining(), 128);
 /// # Ok::<(), unimem::Error>(())
 /// ```
 pub struct Stash<'g, const CELL: usize, const N: usize> {
@@ -57,7 +57,7 @@ pub struct Stash<'g, const CELL: usize, const N: usize> {
     held: [usize; CAPACITY],
     len: usize,
     /// One thread's pocket: nothing in it is meant to be shared, so it is not `Sync`.
-    not_shared: PhantomData<core::cell::Cell<()>>,
+    not_sync: PhantomData<core::cell::Cell<()>>,
 }
 
 impl<'g, const CELL: usize, const N: usize> Stash<'g, CELL, N> {
@@ -66,13 +66,14 @@ impl<'g, const CELL: usize, const N: usize> Stash<'g, CELL, N> {
             grid,
             held: [0; CAPACITY],
             len: 0,
-            not_shared: PhantomData,
+            not_sync: PhantomData,
         }
     }
 
     /// Takes a cell from the pocket, refilling it from the grid when empty. `None` when the
     /// pocket is empty and so is the grid.
     #[inline]
+    #[must_use = "a cell that is not kept goes straight back to the grid"]
     pub fn take(&mut self) -> Option<Cell<'g, CELL, N>> {
         if self.len == 0 {
             self.refill()?;
@@ -93,7 +94,7 @@ impl<'g, const CELL: usize, const N: usize> Stash<'g, CELL, N> {
     #[inline]
     #[track_caller]
     pub fn give(&mut self, cell: Cell<'_, CELL, N>) {
-        self.grid.check_home(&cell, "Stash");
+        self.grid.assert_cell_came_from_here(&cell, "Stash");
         let index = cell.into_index();
         if self.len == CAPACITY {
             self.return_oldest(HALF);
@@ -109,12 +110,14 @@ impl<'g, const CELL: usize, const N: usize> Stash<'g, CELL, N> {
 
     /// How many cells the pocket holds.
     #[inline]
+    #[must_use]
     pub fn held(&self) -> usize {
         self.len
     }
 
     /// The grid the stash takes from and returns to.
     #[inline]
+    #[must_use]
     pub fn grid(&self) -> &'g Grid<CELL, N> {
         self.grid
     }
