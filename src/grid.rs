@@ -282,7 +282,7 @@ impl<const CELL: usize, const N: usize> Grid<CELL, N> {
     ///
     /// let small = Block::options().pinning(Pinning::BestEffort).open(4096)?;
     /// let err = Grid::<4096, 64>::on(small).unwrap_err();
-    /// assert!(matches!(err, Error::TooSmall { needed: 262144, len: 4096 }));
+    /// assert!(matches!(err, Error::TooSmall { needed: 262144, .. }));
     /// # Ok::<(), unimem::Error>(())
     /// ```
     ///

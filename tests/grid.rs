@@ -385,18 +385,18 @@ fn on_puts_a_grid_on_the_first_cell_times_n_bytes_of_a_block() {
 
 #[test]
 fn on_refuses_a_block_smaller_than_cell_times_n_and_says_what_to_open() {
-    // One page, whatever the page size: less than the 64 KiB the grid needs.
+    // One page, whatever the page size (4 KiB to 64 KiB): less than the 128 KiB it needs.
     let block = open_block(1);
     let len = block.len();
-    assert!(len < 65536);
-    let err = Grid::<4096, 16>::on(block).unwrap_err();
+    assert!(len < 131072);
+    let err = Grid::<4096, 32>::on(block).unwrap_err();
     assert!(
-        matches!(err, Error::TooSmall { needed: 65536, len: l } if l == len),
+        matches!(err, Error::TooSmall { needed: 131072, len: l } if l == len),
         "{err:?}"
     );
     let text = err.to_string();
-    assert!(text.contains("fewer than the 64 KiB needed"), "{text}");
-    assert!(text.contains("at least 65536 bytes"), "{text}");
+    assert!(text.contains("fewer than the 128 KiB needed"), "{text}");
+    assert!(text.contains("at least 131072 bytes"), "{text}");
     assert_eq!(
         std::io::Error::from(err).kind(),
         std::io::ErrorKind::InvalidInput

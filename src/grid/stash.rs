@@ -23,8 +23,13 @@ const HALF: usize = CAPACITY / 2;
 ///
 /// Cells taken from a stash are ordinary [`Cell`]s: dropping one returns it to the grid,
 /// giving it to the stash keeps it in the pocket, and either works on any thread. The cells a
-/// stash holds are not [`remaining`](Grid::remaining) in the grid, and other threads cannot take them:
-/// give a grid 64 spare cells per stash.
+/// stash holds are not [`remaining`](Grid::remaining) in the grid, and other threads cannot
+/// take them: give a grid 64 spare cells per stash.
+///
+/// A stash hands out borrowed [`Cell`]s only, never [`OwnedCell`](crate::OwnedCell)s: an owned
+/// cell changes the `Arc`'s shared counter as it is made and dropped, the very atomic traffic a
+/// stash exists to avoid. For `'static` cells at a stash's speed, stash from a grid in a
+/// `static` (see [the patterns](Grid#sharing-a-grid-between-threads)).
 ///
 /// A stash can move to another thread (it is `Send`) but is meant to be one thread's alone (it
 /// is not `Sync`):
