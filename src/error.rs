@@ -29,6 +29,14 @@ pub enum Error {
         /// The largest length this platform could ever give.
         max: usize,
     },
+    /// A block given to an allocator is too small for it: [`Grid::on`](crate::Grid::on) with a
+    /// block of fewer than `CELL × N` bytes.
+    TooSmall {
+        /// How many bytes the allocator needs.
+        needed: usize,
+        /// How many bytes the block has.
+        len: usize,
+    },
     /// The operating system refused to pin (lock in RAM) the pages, and pinning was
     /// [`Pinning::Required`](crate::Pinning::Required).
     PinRefused {
@@ -71,6 +79,14 @@ impl fmt::Display for Error {
                 f,
                 "a block of {requested} bytes was requested, more than the {max} bytes any \
                  single mapping can span; ask for less, or split the memory into several blocks"
+            ),
+            Error::TooSmall { needed, len } => write!(
+                f,
+                "the block holds {}, fewer than the {} needed (a Grid<CELL, N> needs CELL × N \
+                 bytes); open a block of at least {} bytes, or use fewer or smaller cells",
+                Bytes(*len),
+                Bytes(*needed),
+                needed
             ),
             Error::PinRefused {
                 bytes,
@@ -122,9 +138,10 @@ impl std::error::Error for Error {
 impl From<Error> for io::Error {
     fn from(err: Error) -> io::Error {
         let kind = match &err {
-            Error::ZeroLength | Error::TooLarge { .. } | Error::NotShareable { .. } => {
-                io::ErrorKind::InvalidInput
-            }
+            Error::ZeroLength
+            | Error::TooLarge { .. }
+            | Error::TooSmall { .. }
+            | Error::NotShareable { .. } => io::ErrorKind::InvalidInput,
             Error::PinRefused { source, .. } | Error::Os { source, .. } => source.kind(),
             Error::Unsupported { .. } => io::ErrorKind::Unsupported,
         };
