@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! cargo bench                                        # all groups, about 8 minutes here
-//! cargo run --release --example bench_table          # print the table and the targets
-//! cargo run --release --example bench_table -- --write README.md
+//! cargo run -p unimem-bench --bin bench_table   # print the table and the targets
+//! cargo run -p unimem-bench --bin bench_table -- --write README.md
 //! ```
 //!
 //! It reads criterion's `new/estimates.json` files (the mean of each benchmark) under
