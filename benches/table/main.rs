@@ -1,17 +1,21 @@
 //! Turns the estimates of the last `cargo bench` run into the README's benchmark table.
 //!
 //! ```text
-//! cargo bench                                        # all groups, about 8 minutes here
+//! cargo bench                                   # all groups, about 8 minutes here
 //! cargo run -p unimem-bench --bin bench_table   # print the table and the targets
 //! cargo run -p unimem-bench --bin bench_table -- --write README.md
 //! ```
 //!
 //! It reads criterion's `new/estimates.json` files (the mean of each benchmark) under
-//! `$CARGO_TARGET_DIR/criterion` (or `target/criterion`), lays them out like the seed card's
-//! table, checks every performance target of the project as a ratio measured in the same run,
-//! and with `--write` replaces the part of the file between `<!-- bench-table:begin -->` and
+//! `$CARGO_TARGET_DIR/criterion` (or `target/criterion`), lays them out as [`spec::ROWS`] says,
+//! checks every target in [`spec::TARGETS`] as a ratio measured in the same run, and with
+//! `--write` replaces the part of the file between `<!-- bench-table:begin -->` and
 //! `<!-- bench-table:end -->`. No dependencies: the few numbers needed are picked out of the
 //! JSON by hand.
+
+mod spec;
+
+use spec::{Bench, Bound, COLUMNS, Measure, ROWS, TARGETS, Target, Unit};
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -28,7 +32,7 @@ struct Estimates {
 }
 
 impl Estimates {
-    fn mean_ns(&mut self, group: &str, function: &str) -> Option<f64> {
+    fn mean_ns(&mut self, Bench(group, function): Bench) -> Option<f64> {
         let path = self
             .root
             .join(group)
@@ -65,13 +69,6 @@ fn time(ns: f64) -> String {
     }
 }
 
-/// What a table cell shows for one contender: a time, or bandwidth for the 64 MiB rows.
-#[derive(Clone, Copy)]
-enum Unit {
-    Time,
-    Bandwidth(f64),
-}
-
 impl Unit {
     fn show(self, ns: f64) -> String {
         match self {
@@ -81,130 +78,11 @@ impl Unit {
     }
 }
 
-/// The table's columns, after the operation: the seed's, plus bumpalo.
-const COLUMNS: [&str; 7] = [
-    "unimem",
-    "malloc",
-    "Vec",
-    "Box",
-    "bumpalo",
-    "mmap",
-    "mmap+mlock",
-];
-
-/// A row: its label, its criterion group, and per column the functions shown (with a prefix
-/// when a cell shows more than one).
-struct Row {
-    label: &'static str,
-    group: &'static str,
-    unit: Unit,
-    cells: [&'static [(&'static str, &'static str)]; 7],
-}
-
-const SIXTY_FOUR_MIB: f64 = (64 << 20) as f64;
-
-fn take_row(label: &'static str, group: &'static str) -> Row {
-    Row {
-        label,
-        group,
-        unit: Unit::Time,
-        cells: [
-            &[("Tape ", "tape"), ("Lane ", "lane")],
-            &[("", "malloc")],
-            &[("", "vec")],
-            &[("", "box")],
-            &[("", "bumpalo")],
-            &[("", "mmap")],
-            &[],
-        ],
-    }
-}
-
-fn rows() -> Vec<Row> {
-    let bandwidth = |label, group| Row {
-        label,
-        group,
-        unit: Unit::Bandwidth(SIXTY_FOUR_MIB),
-        cells: [
-            &[("", "block")],
-            &[("", "malloc")],
-            &[("", "vec")],
-            &[("", "box")],
-            &[],
-            &[("", "mmap")],
-            &[("", "mmap_mlock")],
-        ],
-    };
-    vec![
-        take_row("take 64 B", "take_64B"),
-        take_row("take 4 KiB", "take_4KiB"),
-        take_row("take 1 MiB", "take_1MiB"),
-        Row {
-            label: "free all (1,000 allocations)",
-            group: "free_all",
-            unit: Unit::Time,
-            cells: [
-                &[("", "tape")],
-                &[("", "malloc")],
-                &[("", "vec")],
-                &[("", "box")],
-                &[("", "bumpalo")],
-                &[("", "munmap")],
-                &[],
-            ],
-        },
-        Row {
-            label: "grid cycle 4 KiB",
-            group: "grid_cycle_4KiB",
-            unit: Unit::Time,
-            cells: [
-                &[("Grid ", "grid"), ("stash ", "stash")],
-                &[("", "malloc")],
-                &[("", "vec")],
-                &[("", "box")],
-                &[],
-                &[("", "mmap")],
-                &[],
-            ],
-        },
-        Row {
-            label: "init 16 MiB (lazy)",
-            group: "init_16MiB_lazy",
-            unit: Unit::Time,
-            cells: [
-                &[("", "block")],
-                &[("", "malloc")],
-                &[],
-                &[],
-                &[],
-                &[("", "mmap")],
-                &[],
-            ],
-        },
-        Row {
-            label: "init 16 MiB (warm)",
-            group: "init_16MiB_warm",
-            unit: Unit::Time,
-            cells: [
-                &[("", "block")],
-                &[("", "malloc_touch")],
-                &[],
-                &[],
-                &[],
-                &[],
-                &[("", "mmap_mlock")],
-            ],
-        },
-        bandwidth("write 64 MiB", "write_64MiB"),
-        bandwidth("read 64 MiB", "read_64MiB"),
-    ]
-}
-
 fn table(est: &mut Estimates) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "| Operation | {} |", COLUMNS.join(" | "));
     let _ = writeln!(out, "|---|{}", "---|".repeat(COLUMNS.len()));
-    for row in rows() {
+    for row in ROWS {
         let cells: Vec<String> = row
             .cells
             .iter()
@@ -212,7 +90,7 @@ fn table(est: &mut Estimates) -> String {
                 let parts: Vec<String> = cell
                     .iter()
                     .filter_map(|(prefix, function)| {
-                        let ns = est.mean_ns(row.group, function)?;
+                        let ns = est.mean_ns(Bench(row.group, function))?;
                         Some(format!("{prefix}{}", row.unit.show(ns)))
                     })
                     .collect();
@@ -250,160 +128,45 @@ fn table(est: &mut Estimates) -> String {
     out
 }
 
-/// One performance target: `measured <= limit` (or `>=` for `at_least`).
-struct Target {
-    what: String,
-    measured: Option<f64>,
-    limit: f64,
-    at_least: bool,
-    unit: &'static str,
+/// What `target` measured in this run, or `None` if a benchmark it needs was not run.
+fn measure(est: &mut Estimates, target: &Target) -> Option<f64> {
+    match target.measure {
+        Measure::Time(bench) => est.mean_ns(bench),
+        Measure::Ratio(bench, baselines) => {
+            let time = est.mean_ns(bench);
+            // Look every baseline up, so that each one missing is reported.
+            let fastest = baselines
+                .iter()
+                .filter_map(|&baseline| est.mean_ns(baseline))
+                .reduce(f64::min);
+            Some(time? / fastest?)
+        }
+    }
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    Some(a? / b?)
-}
-
-fn targets(est: &mut Estimates) -> Vec<Target> {
-    let mut m = |group: &str, function: &str| est.mean_ns(group, function);
-    let fastest_warm = [
-        "memfd_mlock",
-        "memfd_map_populate_locked",
-        "memfd_onfault_populate_write",
-        "memfd_fallocate_mlock",
-    ]
-    .iter()
-    .filter_map(|f| m("init_16MiB_warm", f))
-    .reduce(f64::min);
-    let at_most = |what, measured, limit, unit| Target {
-        what,
-        measured,
-        limit,
-        at_least: false,
-        unit,
-    };
-    let mut all = Vec::new();
-    for (size, group) in [
-        ("64 B", "take_64B"),
-        ("4 KiB", "take_4KiB"),
-        ("1 MiB", "take_1MiB"),
-    ] {
-        let lane = ratio(m(group, "lane"), m(group, "bumpalo"));
-        let tape = ratio(m(group, "tape"), m(group, "cas_floor"));
-        all.push(at_most(
-            format!("Lane::take {size} / bumpalo"),
-            lane,
-            1.2,
-            "×",
-        ));
-        all.push(at_most(
-            format!("Tape::take {size} / bare CAS loop"),
-            tape,
-            1.2,
-            "×",
-        ));
-    }
-    for takes in ["1_take", "10000_takes"] {
-        let what = format!("clear after {}", takes.replace('_', " "));
-        all.push(at_most(
-            what,
-            m("clear", &format!("after_{takes}")),
-            2.0,
-            " ns",
-        ));
-    }
-    let grid_1 = m("grid_cycle_4KiB", "grid");
-    let malloc = m("grid_cycle_4KiB", "malloc");
-    let grid_ratios = [
-        ("Grid cycle / malloc+free 4 KiB", grid_1, malloc, 1.0),
-        (
-            "stash cycle / malloc+free 4 KiB",
-            m("grid_cycle_4KiB", "stash"),
-            malloc,
-            0.25,
-        ),
-        (
-            "Grid cycle on 2 threads / on 1",
-            m("grid_cycle_4KiB_2threads", "grid"),
-            grid_1,
-            2.0,
-        ),
-    ];
-    for (what, a, b, limit) in grid_ratios {
-        all.push(at_most(what.to_owned(), ratio(a, b), limit, "×"));
-    }
-    let lazy = ratio(
-        m("init_16MiB_lazy", "block"),
-        m("init_16MiB_lazy", "syscalls"),
-    );
-    let warm = ratio(m("init_16MiB_warm", "block"), fastest_warm);
-    all.push(at_most(
-        "Block lazy open 16 MiB / its bare syscalls".to_owned(),
-        lazy,
-        1.5,
-        "×",
-    ));
-    let what = "Block warm open 16 MiB / fastest memfd populate+lock".to_owned();
-    all.push(at_most(what, warm, 1.2, "×"));
-    // Speed-ups and bandwidths are ratios of times the other way round.
-    let speedups = [
-        (
-            "lanes: 2 threads / 1 thread, takes per second",
-            "threads_2",
-            "lane_1_thread",
-            "lane_2_threads",
-            1.8,
-        ),
-        (
-            "write 64 MiB: Block bandwidth / Vec's",
-            "write_64MiB",
-            "vec",
-            "block",
-            0.95,
-        ),
-        (
-            "read 64 MiB: Block bandwidth / Vec's",
-            "read_64MiB",
-            "vec",
-            "block",
-            0.95,
-        ),
-    ];
-    for (what, group, slower, faster, limit) in speedups {
-        all.push(Target {
-            what: what.to_owned(),
-            measured: ratio(m(group, slower), m(group, faster)),
-            limit,
-            at_least: true,
-            unit: "×",
-        });
-    }
-    all
-}
-
-fn target_table(targets: &[Target]) -> String {
+fn target_table(est: &mut Estimates) -> String {
     let mut out = String::from("| target | limit | measured | met |\n|---|---|---|---|\n");
-    for t in targets {
-        let limit = format!(
-            "{} {}{}",
-            if t.at_least { "≥" } else { "≤" },
-            t.limit,
-            t.unit
-        );
-        let (measured, met) = match t.measured {
+    for target in TARGETS {
+        let (sign, limit) = match target.bound {
+            Bound::AtMost(limit) => ("≤", limit),
+            Bound::AtLeast(limit) => ("≥", limit),
+        };
+        let unit = target.unit;
+        let (measured, met) = match measure(est, target) {
             Some(v) => {
-                let met = if t.at_least {
-                    v >= t.limit
-                } else {
-                    v <= t.limit
+                let met = match target.bound {
+                    Bound::AtMost(limit) => v <= limit,
+                    Bound::AtLeast(limit) => v >= limit,
                 };
-                (
-                    format!("{v:.2}{}", t.unit),
-                    if met { "yes" } else { "**no**" },
-                )
+                (format!("{v:.2}{unit}"), if met { "yes" } else { "**no**" })
             }
             None => ("not measured".to_owned(), "?"),
         };
-        let _ = writeln!(out, "| {} | {limit} | {measured} | {met} |", t.what);
+        let what = target.what;
+        let _ = writeln!(
+            out,
+            "| {what} | {sign} {limit}{unit} | {measured} | {met} |"
+        );
     }
     out
 }
@@ -467,7 +230,7 @@ fn main() {
         "{BEGIN}\n_{}_\n\n{}\nTargets, as ratios measured in the same run:\n\n{}{END}",
         machine(),
         table(&mut est),
-        target_table(&targets(&mut est)),
+        target_table(&mut est),
     );
     println!("{section}");
     if !est.missing.is_empty() {
