@@ -157,3 +157,27 @@ fn vecs_on_one_tape_grow_from_several_threads() {
         }
     });
 }
+
+#[test]
+fn grow_and_shrink_honour_a_stricter_new_alignment() {
+    let tape = tape(1 << 20);
+    let alloc = &tape;
+    let small = Layout::from_size_align(8, 8).unwrap();
+    tape.take(1, 1).unwrap(); // so that the next take is not page-aligned
+    let old = alloc.allocate(small).unwrap().cast::<u8>();
+    assert_ne!(old.as_ptr() as usize % 4096, 0);
+    // SAFETY: `old` is valid for the 8 bytes of `small`, and every block below is used
+    // within the layout it was made with, then given back with it.
+    unsafe {
+        old.write_bytes(7, 8);
+        let big = Layout::from_size_align(64, 4096).unwrap();
+        let grown = alloc.grow(old, small, big).unwrap().cast::<u8>();
+        assert_eq!(grown.as_ptr() as usize % 4096, 0);
+        assert_eq!(core::slice::from_raw_parts(grown.as_ptr(), 8), &[7; 8]);
+        let strict_small = Layout::from_size_align(4, 8192).unwrap();
+        let shrunk = alloc.shrink(grown, big, strict_small).unwrap().cast::<u8>();
+        assert_eq!(shrunk.as_ptr() as usize % 8192, 0);
+        assert_eq!(core::slice::from_raw_parts(shrunk.as_ptr(), 4), &[7; 4]);
+        alloc.deallocate(shrunk, strict_small);
+    }
+}

@@ -23,7 +23,7 @@ impl Tape {
     /// The compare-exchange claims them all at once, or fails because someone took first.
     fn try_grow_last(&self, ptr: NonNull<u8>, old_size: usize, new_size: usize) -> bool {
         let Some(start) = self.offset_of(ptr.as_ptr()) else {
-            return false; // a zero-sized allocation's dangling pointer
+            return false;
         };
         let end = start + old_size;
         match start.checked_add(new_size) {
@@ -95,8 +95,9 @@ unsafe impl Allocator for &Tape {
     ) -> Result<NonNull<[u8]>, AllocError> {
         let (old_size, new_size) = (old_layout.size(), new_layout.size());
         debug_assert!(new_size >= old_size, "Allocator::grow's contract");
-        let aligned = ptr.addr().get() % new_layout.align() == 0;
-        if aligned && self.try_grow_last(ptr, old_size, new_size) {
+        // A zero-sized allocation's pointer is dangling, with no memory to grow from.
+        let in_place = old_size != 0 && ptr.addr().get() % new_layout.align() == 0;
+        if in_place && self.try_grow_last(ptr, old_size, new_size) {
             return Ok(NonNull::slice_from_raw_parts(ptr, new_size));
         }
         let new = self.allocate(new_layout)?;
