@@ -7,7 +7,7 @@
 //! ```
 //!
 //! It reads criterion's `new/estimates.json` files (the mean of each benchmark) under
-//! `$CARGO_TARGET_DIR/criterion` (or `target/criterion`), lays them out as [`spec::ROWS`] says,
+//! the directory criterion wrote them to (see [`criterion_home`]), lays them out as [`spec::ROWS`] says,
 //! checks every target in [`spec::TARGETS`] as a ratio measured in the same run, and with
 //! `--write` replaces the part of the file between `<!-- bench-table:begin -->` and
 //! `<!-- bench-table:end -->`. No dependencies: the few numbers needed are picked out of the
@@ -199,10 +199,7 @@ fn machine() -> String {
 fn main() {
     let mut args = env::args().skip(1);
     let mut write_to = None;
-    let mut root = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
-        .join("criterion");
+    let mut root = criterion_home();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--write" => write_to = args.next().map(PathBuf::from),
@@ -243,6 +240,37 @@ fn main() {
         }
         eprintln!("wrote the table into {}", path.display());
     }
+}
+
+/// Where criterion writes its results when cargo runs the benchmarks, whatever directory this
+/// tool runs in: `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`, else `criterion` in the
+/// workspace's target directory. Relative paths are relative to the benchmark crate, where
+/// cargo runs the benchmarks.
+fn criterion_home() -> PathBuf {
+    let benches = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Some(home) = env::var_os("CRITERION_HOME") {
+        return benches.join(home);
+    }
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| benches.join(dir))
+        .or_else(cargo_target_directory)
+        .unwrap_or_else(|| benches.join("../target"));
+    target.join("criterion")
+}
+
+/// The workspace's target directory, as `cargo metadata` reports it (the build may have
+/// configured it elsewhere).
+fn cargo_target_directory() -> Option<PathBuf> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    let json = String::from_utf8(output.stdout).ok()?;
+    let key = "\"target_directory\":\"";
+    let rest = &json[json.find(key)? + key.len()..];
+    Some(PathBuf::from(&rest[..rest.find('"')?]))
 }
 
 /// Replaces the marked section of the file at `path` with `section`.
