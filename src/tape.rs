@@ -2,6 +2,8 @@
 //!
 //! The model is documented on [`Tape`] itself, where users see it.
 
+#[cfg(feature = "allocator-api2")]
+mod allocator;
 mod lane;
 #[cfg(all(test, loom))]
 mod loom_tests;
@@ -286,6 +288,7 @@ impl Tape {
     /// assert_eq!(weights, &[4.0, 2.0, 3.0]);
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[doc(alias = "alloc_slice_copy")]
     #[inline]
     #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
     pub fn take_copy<T: Copy>(&self, items: &[T]) -> Option<&mut [T]> {
@@ -318,6 +321,7 @@ impl Tape {
     /// assert_eq!(*header, [7, 8, 7, 7]);
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[doc(alias = "alloc")]
     #[inline]
     #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
     pub fn take_value<T>(&self, value: T) -> Option<&mut T> {
@@ -345,6 +349,7 @@ impl Tape {
     /// assert_eq!(tape.peak(), 16);
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[doc(alias = "reset")]
     #[inline]
     pub fn clear(&mut self) {
         self.rewind_to(0);
