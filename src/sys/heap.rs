@@ -23,6 +23,16 @@ pub(crate) fn memlock_limit() -> Option<u64> {
     None
 }
 
+/// Nothing is ever locked here.
+pub(crate) fn locked_bytes() -> Option<u64> {
+    None
+}
+
+/// The portable backend does not know the platform's address-space limit.
+pub(crate) fn address_space_limit() -> Option<u64> {
+    None
+}
+
 /// A heap allocation of whole pages.
 pub(crate) struct Region {
     ptr: NonNull<u8>,

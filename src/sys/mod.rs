@@ -5,7 +5,8 @@
 //!   `create(len)`, `ptr()`, `len()` and `handle()`;
 //! - `Handle`: the native object that `Region::handle` returns;
 //! - `CAN_PIN`, `LOCK_POPULATES`, `lock`/`unlock` over a range of pages, and `populate` over a region;
-//! - `page_size()` and `memlock_limit()`.
+//! - `page_size()`, `memlock_limit()`, and for error messages `locked_bytes()` and
+//!   `address_space_limit()`.
 //!
 //! `block.rs` holds the policy (what to pin, when to populate) once, over these calls.
 
@@ -18,7 +19,7 @@ mod unix;
     any(target_os = "linux", target_vendor = "apple"),
     not(any(miri, loom))
 ))]
-pub(crate) use unix::{memlock_limit, page_size, unlock};
+pub(crate) use unix::{address_space_limit, locked_bytes, memlock_limit, page_size, unlock};
 
 #[cfg(all(target_os = "linux", not(any(miri, loom))))]
 mod linux;
@@ -34,5 +35,6 @@ pub(crate) use apple::{CAN_PIN, Handle, LOCK_POPULATES, Region, deallocate_port,
 mod heap;
 #[cfg(any(miri, loom, not(any(target_os = "linux", target_vendor = "apple"))))]
 pub(crate) use heap::{
-    CAN_PIN, Handle, LOCK_POPULATES, Region, lock, memlock_limit, page_size, populate, unlock,
+    CAN_PIN, Handle, LOCK_POPULATES, Region, address_space_limit, lock, locked_bytes,
+    memlock_limit, page_size, populate, unlock,
 };
