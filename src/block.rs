@@ -57,10 +57,11 @@ pub enum Pinning {
 /// use unimem::{Block, Pinning};
 ///
 /// let block = Block::options()
-///     .warm(true)                      // every page resident before `open` returns
-///     .pinning(Pinning::BestEffort)    // pin if allowed, carry on if not
+///     .warm(true)                 // every page resident before `open` returns
+///     .pinning(Pinning::Off)      // never lock these pages
 ///     .open(1 << 20)?;
 /// assert!(block.len() >= 1 << 20);
+/// assert!(!block.is_pinned());
 /// # Ok::<(), unimem::Error>(())
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -89,7 +90,8 @@ impl OpenOptions {
         self
     }
 
-    /// Choose how hard to try to pin the pages. See [`Pinning`].
+    /// Choose how hard to try to pin the pages: [`Pinning::BestEffort`] unless set. See
+    /// [`Pinning`].
     pub fn pinning(&mut self, pinning: Pinning) -> &mut OpenOptions {
         self.pinning = pinning;
         self
