@@ -1,4 +1,5 @@
-//! [`Block`]: pinned, shareable memory, the same on every platform from the outside.
+//! [`Block`]: shareable memory, pinned where the system allows, the same on every platform from
+//! the outside.
 //!
 //! This file holds everything that does not depend on the operating system: validating and
 //! rounding lengths, the pinning policy, the unsafe views. The backends in `sys/` provide the
@@ -108,7 +109,8 @@ impl OpenOptions {
     }
 }
 
-/// Pinned, shareable memory with an address that never changes until drop.
+/// Shareable memory, pinned in RAM where the system allows it, with an address that never
+/// changes until drop.
 ///
 /// A `Block` is a run of whole pages, zeroed at creation, that the CPU and other hardware
 /// (GPU, Neural Engine, DMA engines, other processes) can all see without copies: an
@@ -171,7 +173,8 @@ impl Block {
         OpenOptions::new().open(len)
     }
 
-    /// Options for a block that is warm, or never pinned, or pinned or nothing.
+    /// Options for a block that is warm, or never pinned, or must be pinned: see
+    /// [`OpenOptions`].
     #[must_use]
     pub fn options() -> OpenOptions {
         OpenOptions::new()
@@ -195,7 +198,7 @@ impl Block {
             Pinning::Required if !sys::CAN_PIN => {
                 return Err(Error::Unsupported {
                     what: "this platform cannot pin memory (only Linux and macOS can): \
-                           open with `Pinning::BestEffort` or `Pinning::Off`",
+                           open with `Pinning::BestEffort` (the default) or `Pinning::Off`",
                 });
             }
             Pinning::Required => {
