@@ -78,4 +78,14 @@ impl Backend for Imp {
     fn memlock_limit() -> Option<u64> {
         None
     }
+
+    /// Nothing is ever locked here.
+    fn locked_bytes() -> Option<u64> {
+        None
+    }
+
+    /// The portable backend does not know the platform's address-space limit.
+    fn address_space_limit() -> Option<u64> {
+        None
+    }
 }
