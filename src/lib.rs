@@ -112,6 +112,7 @@ mod block;
 backend! {
     native: {
         #[cfg(all(feature = "cuda", target_os = "linux"))]
+        #[cfg_attr(docsrs, doc(cfg(all(feature = "cuda", target_os = "linux"))))]
         pub mod cuda;
     }
 }
