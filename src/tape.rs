@@ -9,7 +9,7 @@ mod typed;
 
 pub use lane::Lane;
 
-use crate::block::Block;
+use crate::block::{Block, OpenOptions};
 use crate::error::Error;
 use crate::sync::{AtomicUsize, CachePadded, Ordering::Relaxed};
 use core::fmt;
@@ -99,16 +99,32 @@ use core::ptr::NonNull;
 // them: see `advance` for why the cursor's order alone guarantees that.
 pub struct Tape {
     /// On a cache line of their own: every take changes `cursor`, so nothing else that threads
-    /// read should share its line. `peak` may: only `clear` and `rewind` write it.
+    /// read should share its line. `peak` may: only `clear`, `rewind` and a lane handing back
+    /// its chunk write it.
     counters: CachePadded<Counters>,
+    /// This tape among all tapes the process ever made: never reused, so that neither a
+    /// [`Mark`] nor a thread's chunk of a dropped tape is mistaken for one of a new tape that
+    /// got the same address.
+    id: u64,
     block: Block,
+}
+
+/// Hands out tape identities. Real atomics even under loom: no model races on it, and a
+/// loom atomic cannot be a `static`.
+static NEXT_ID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+
+/// A fresh tape identity. 2^64 tapes cannot be made in a process's life (one per nanosecond
+/// is 584 years), so a counter never wraps.
+fn fresh_id() -> u64 {
+    NEXT_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
 }
 
 struct Counters {
     /// Offset of the first free byte, `<= capacity`. It only grows between rewinds, apart from
     /// lanes handing back chunk tails nobody claimed after.
     cursor: AtomicUsize,
-    /// The largest cursor seen at a clear or rewind, so that `take` never has to update it.
+    /// The largest cursor seen at a clear, a rewind or a lane handing back its tail (the only
+    /// times the cursor goes down), so that `take` never has to update it.
     peak: AtomicUsize,
 }
 
@@ -118,8 +134,8 @@ struct Counters {
 /// rewinding to it after the tape was cleared below it, panics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark {
-    /// The tape's base address: two live tapes never share one.
-    tape: usize,
+    /// The tape's identity, never shared with any other tape, live or dropped.
+    tape: u64,
     offset: usize,
 }
 
@@ -132,6 +148,7 @@ impl Mark {
     /// assert_eq!(tape.mark().used(), 100);
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[must_use]
     pub fn used(&self) -> usize {
         self.offset
     }
@@ -174,6 +191,24 @@ impl Tape {
         Block::options().warm(true).open(len).map(Tape::on)
     }
 
+    /// Opens a [`Block`] of at least `len` bytes as `options` say (pinning, warmth) and puts a
+    /// tape on it: [`start`](Tape::start) and [`start_warm`](Tape::start_warm) with every
+    /// choice open.
+    ///
+    /// # Errors
+    /// Those of [`OpenOptions::open`].
+    ///
+    /// ```
+    /// use unimem::{Block, Pinning, Tape};
+    ///
+    /// let tape = Tape::with_options(32 << 20, Block::options().pinning(Pinning::BestEffort))?;
+    /// assert!(tape.capacity() >= 32 << 20);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn with_options(len: usize, options: &OpenOptions) -> Result<Tape, Error> {
+        options.open(len).map(Tape::on)
+    }
+
     /// Puts a tape on a block the caller opened: unpinned, warm, or received from another
     /// process. The whole block is the tape's capacity.
     ///
@@ -190,17 +225,26 @@ impl Tape {
     /// assert!(tape.capacity() >= 32 << 20);
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    ///
+    /// # Panics
+    /// If the block's base address is not aligned to 4096 bytes. Every block this crate opens
+    /// or adopts is (`Block` checks adopted memory), so this only catches a broken backend: the
+    /// tape's alignment arithmetic relies on it.
+    #[track_caller]
     pub fn on(block: Block) -> Tape {
-        debug_assert_eq!(
-            block.as_ptr().addr() % BASE_ALIGN,
-            0,
-            "blocks are page-aligned"
+        let base = block.as_ptr().addr();
+        assert!(
+            base % BASE_ALIGN == 0,
+            "Tape::on: the block's base address {base:#x} is not aligned to {BASE_ALIGN} bytes, \
+             which takes of alignments up to a page rely on; blocks from `Block::open` always \
+             are, so this block came from a backend or an adopted mapping that broke that promise"
         );
         Tape {
             counters: CachePadded(Counters {
                 cursor: AtomicUsize::new(0),
                 peak: AtomicUsize::new(0),
             }),
+            id: fresh_id(),
             block,
         }
     }
@@ -241,7 +285,17 @@ impl Tape {
     /// assert!(tape.take(usize::MAX, 1).is_none()); // never overflows
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    ///
+    /// Ignoring the result warns: the bytes would stay taken with nobody to use them.
+    ///
+    /// ```compile_fail
+    /// #![deny(unused_must_use)]
+    /// let tape = unimem::Tape::start(4096).unwrap();
+    /// tape.take(8, 8); // error: unused return value of `Tape::take` that must be used
+    /// ```
     #[inline]
+    #[must_use = "the bytes stay taken until the tape is cleared; use the pointer or don't take"]
+    #[track_caller]
     pub fn take(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
         check_align(align);
         let base = self.block.as_non_null().addr().get();
@@ -272,6 +326,7 @@ impl Tape {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     #[inline]
+    #[must_use = "the memory stays taken until the tape is cleared"]
     #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
     pub fn take_slice<T>(&self, n: usize) -> Option<&mut [MaybeUninit<T>]> {
         typed::slice(&mut &*self, n)
@@ -287,6 +342,7 @@ impl Tape {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     #[inline]
+    #[must_use = "the memory stays taken until the tape is cleared"]
     #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
     pub fn take_copy<T: Copy>(&self, items: &[T]) -> Option<&mut [T]> {
         typed::copy(&mut &*self, items)
@@ -303,6 +359,7 @@ impl Tape {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     #[inline]
+    #[must_use = "the memory stays taken until the tape is cleared"]
     #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
     pub fn take_fill<T: Clone>(&self, n: usize, value: T) -> Option<&mut [T]> {
         typed::fill(&mut &*self, n, value)
@@ -319,6 +376,7 @@ impl Tape {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     #[inline]
+    #[must_use = "the memory stays taken until the tape is cleared"]
     #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
     pub fn take_value<T>(&self, value: T) -> Option<&mut T> {
         typed::value(&mut &*self, value)
@@ -413,9 +471,10 @@ impl Tape {
     /// # let _ = weights;
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[must_use]
     pub fn mark(&self) -> Mark {
         Mark {
-            tape: self.block.as_non_null().addr().get(),
+            tape: self.id,
             offset: self.counters.cursor.load(Relaxed),
         }
     }
@@ -424,9 +483,11 @@ impl Tape {
     /// `&mut self`, so nothing taken after the mark can still be borrowed.
     ///
     /// # Panics
-    /// If `mark` came from another tape, or lies ahead of the cursor (it was made before a
-    /// clear or a rewind to an earlier mark). A stale mark that is not ahead of the cursor is
-    /// not detected: it rewinds to where it says, which is safe but probably not intended.
+    /// If `mark` came from another tape (even one since dropped, whose memory this tape now
+    /// uses: every tape has an identity of its own), or lies ahead of the cursor (it was made
+    /// before a clear or a rewind to an earlier mark). A stale mark of this tape that is not
+    /// ahead of the cursor is not detected: it rewinds to where it says, which is safe but
+    /// probably not intended.
     ///
     /// ```should_panic
     /// let mut a = unimem::Tape::start(4096)?;
@@ -434,13 +495,15 @@ impl Tape {
     /// a.rewind(b.mark()); // panics: the mark belongs to `b`
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[track_caller]
     pub fn rewind(&mut self, mark: Mark) {
-        let base = self.block.as_non_null().addr().get();
         assert!(
-            mark.tape == base,
-            "Tape::rewind: this mark was made by another tape (at {:#x}, this one is at \
-             {base:#x}); rewind a tape only to its own marks",
-            mark.tape
+            mark.tape == self.id,
+            "Tape::rewind: this mark was made by another tape (tape #{}, this is tape #{}), \
+             perhaps one since dropped whose memory this tape reuses; rewind a tape only to \
+             its own marks",
+            mark.tape,
+            self.id
         );
         let used = self.used();
         assert!(
@@ -494,9 +557,12 @@ impl Tape {
         self.block.len()
     }
 
-    /// The high-water mark: the most bytes ever used at once, over all clears and rewinds.
-    /// Run a representative workload once and size the tape to this (plus a chunk per lane,
-    /// which lanes hold while they live).
+    /// The high-water mark of [`used`](Tape::used): the most bytes ever reserved at once,
+    /// over all clears and rewinds. It counts what was reserved, not only what was handed out:
+    /// whole chunks held by lanes count from the moment they are claimed, and stay counted
+    /// when a lane hands the unused end back. So it never goes down, and a tape of `peak()`
+    /// bytes runs the same workload, the same way, without running out. Run a representative
+    /// workload once and size the tape to this.
     ///
     /// ```
     /// let mut tape = unimem::Tape::start(4096)?;
@@ -507,9 +573,9 @@ impl Tape {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     pub fn peak(&self) -> usize {
-        // Exact without any work in `take`: between two rewinds the cursor only grows (a lane
-        // handing back its tail only undoes its own chunk), so its value just before each
-        // rewind, and now, are the only maxima.
+        // Exact without any work in `take`: the cursor only grows, except at a rewind or when
+        // a lane hands back its tail, and both record the cursor before lowering it. So the
+        // recorded values and the cursor now hold every maximum.
         self.counters.peak.load(Relaxed).max(self.used())
     }
 
@@ -553,6 +619,7 @@ impl Tape {
     /// assert_eq!(a[0] + b[0], 3);
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[must_use = "a lane only claims memory when it takes; an unused lane does nothing"]
     pub fn lane(&self) -> Lane<'_> {
         self.lane_with_chunk(Lane::DEFAULT_CHUNK)
     }
@@ -572,6 +639,8 @@ impl Tape {
     /// assert_eq!(tape.used(), 1); // ...and gives back the unused tail when it goes
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[must_use = "a lane only claims memory when it takes; an unused lane does nothing"]
+    #[track_caller]
     pub fn lane_with_chunk(&self, chunk: usize) -> Lane<'_> {
         assert!(
             chunk > 0,
@@ -600,6 +669,9 @@ impl Tape {
     /// Undoes the last claim if it ended at `end` and nobody claimed after it, keeping
     /// `[.., kept)` taken: how a lane hands back the tail of its chunk.
     fn give_back(&self, end: usize, kept: usize) {
+        // The peak counts what was reserved, so it must hear of `end` before the cursor drops
+        // below it; otherwise `peak()` could go down with no clear in between.
+        self.counters.peak.fetch_max(end, Relaxed);
         // Relaxed is enough: the bytes handed back were never touched, so there is nothing
         // to publish to their next owner.
         let _ = (self.counters.cursor).compare_exchange(end, kept, Relaxed, Relaxed);

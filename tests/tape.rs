@@ -129,25 +129,25 @@ fn size_zero_is_aligned_and_consumes_nothing() {
 #[test]
 #[should_panic(expected = "align must be a power of two (1, 2, 4, 8, ...), got 3")]
 fn an_alignment_of_three_panics() {
-    tape(4096).take(8, 3);
+    let _ = tape(4096).take(8, 3);
 }
 
 #[test]
 #[should_panic(expected = "align must be a power of two (1, 2, 4, 8, ...), got 0")]
 fn an_alignment_of_zero_panics() {
-    tape(4096).take(0, 0);
+    let _ = tape(4096).take(0, 0);
 }
 
 #[test]
 #[should_panic(expected = "align must be a power of two (1, 2, 4, 8, ...), got 24")]
 fn a_lane_rejects_bad_alignments_too() {
-    tape(4096).lane().take(8, 24);
+    let _ = tape(4096).lane().take(8, 24);
 }
 
 #[test]
 #[should_panic(expected = "chunks of at least 1 byte")]
 fn a_lane_of_empty_chunks_panics() {
-    tape(4096).lane_with_chunk(0);
+    let _ = tape(4096).lane_with_chunk(0);
 }
 
 #[test]
@@ -273,6 +273,53 @@ fn a_mark_from_another_tape_panics() {
     a.take(10, 1).unwrap();
     let foreign: Mark = b.mark();
     a.rewind(foreign);
+}
+
+#[test]
+fn a_mark_from_a_dropped_tape_panics_even_at_the_same_address() {
+    let old = tape(4096);
+    old.take(10, 1).unwrap();
+    let (mark, address) = (old.mark(), old.block().as_ptr());
+    drop(old);
+    // The system hands a freed region of the same size out again soon; keep opening (dropping
+    // the misses) until it does, so that the mark names this tape's address.
+    let mut new = (0..10_000)
+        .map(|_| tape(4096))
+        .find(|new| new.block().as_ptr() == address)
+        .expect("the address of a dropped block came back within 10,000 opens");
+    new.take(100, 1).unwrap();
+    // The mark is behind the cursor and names this address: only the tape's identity can
+    // tell that it is stale.
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| new.rewind(mark)))
+        .expect_err("a stale mark was accepted");
+    let message = panic.downcast_ref::<String>().expect("a formatted message");
+    assert!(
+        message.contains("perhaps one since dropped whose memory this tape reuses"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_peak_counts_what_lanes_reserved_and_never_goes_down() {
+    let mut tape = tape(2 << 20);
+    tape.take(1000, 1).unwrap();
+    let mut lane = tape.lane_with_chunk(1 << 20);
+    lane.take(1, 1).unwrap();
+    // 1000 bytes, padded to 1024 so that the lane's chunk starts a cache line, then 1 MiB.
+    assert_eq!(tape.peak(), 1024 + (1 << 20));
+    drop(lane);
+    assert_eq!(
+        tape.used(),
+        1025,
+        "the lane gave back the rest of its chunk"
+    );
+    assert_eq!(
+        tape.peak(),
+        1024 + (1 << 20),
+        "but the peak remembers it was reserved"
+    );
+    tape.clear();
+    assert_eq!(tape.peak(), 1024 + (1 << 20));
 }
 
 #[test]
