@@ -212,7 +212,9 @@ impl<'t> Lane<'t> {
         }
         // Too big for a chunk, too much of this chunk left to abandon, too strictly aligned
         // to fit a chunk, or the tape is nearly full.
-        self.tape.take(size, align)
+        let (start, _) = self.tape.take_exact(size, align)?;
+        // SAFETY: `take_exact` keeps `start` within the block.
+        Some(unsafe { self.base.add(start) })
     }
 }
 
