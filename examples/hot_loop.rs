@@ -7,9 +7,10 @@
 //! ```
 //!
 //! A small MLP (256 -> 256 ReLU -> 32 softmax) runs batches of 128 inputs on a pool of
-//! persistent worker threads, each taking its activations straight from one shared tape with
-//! `Tape::take_fill` (every thread takes from a chunk of its own, so they do not contend). A
-//! step is: the workers split the batch, meet at a barrier, and the tape is cleared. It runs
+//! persistent worker threads (the main thread is one of them), each taking its activations
+//! straight from one shared tape with `Tape::take_fill` (every thread takes from a chunk of its
+//! own, so they do not contend). A step is: the workers split the batch, meet at a barrier,
+//! and the tape is cleared. It runs
 //! with one worker, then with two, and prints steps per second for each and the speed-up.
 //! Every answer is checked against the same network run on ordinary heap buffers; the
 //! program exits non-zero on any difference.
@@ -66,33 +67,32 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `STEPS` steps on `workers` persistent threads sharing `tape`, checking every answer;
-/// returns the time the steps took.
+/// Runs `STEPS` steps on `workers` persistent threads sharing `tape` (this thread is the
+/// first of them), checking every answer; returns the time the steps took.
 fn run_steps(
     tape: &Tape,
     workers: usize,
     mlp: &Mlp<'_>,
     expected: &[Answer],
 ) -> Result<Duration, String> {
-    // Every worker and this thread meet twice a step: once the tape is clear, and once
-    // every worker is done with what it took.
-    let barrier = Barrier::new(workers + 1);
+    // The workers meet twice a step: once the tape is clear, and once every worker is done
+    // with what it took.
+    let barrier = Barrier::new(workers);
     let per_worker = BATCH / workers;
+    let share = |w: usize, step: usize| {
+        let mut taker = tape;
+        batch(step, w * per_worker..(w + 1) * per_worker)
+            .try_for_each(|sample| check(step, sample, mlp.infer(sample, &mut taker), expected))
+    };
     thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
+        let helpers: Vec<_> = (1..workers)
             .map(|w| {
-                let barrier = &barrier;
+                let (barrier, share) = (&barrier, &share);
                 s.spawn(move || {
                     let mut outcome = Ok(());
                     for step in 0..STEPS {
                         barrier.wait();
-                        if outcome.is_ok() {
-                            let mut taker = tape;
-                            let slots = w * per_worker..(w + 1) * per_worker;
-                            outcome = batch(step, slots).try_for_each(|sample| {
-                                check(step, sample, mlp.infer(sample, &mut taker), expected)
-                            });
-                        }
+                        outcome = outcome.and_then(|()| share(w, step));
                         barrier.wait();
                     }
                     outcome
@@ -100,8 +100,10 @@ fn run_steps(
             })
             .collect();
         let started = Instant::now();
-        for _ in 0..STEPS {
+        let mut outcome = Ok(());
+        for step in 0..STEPS {
             barrier.wait();
+            outcome = outcome.and_then(|()| share(0, step));
             barrier.wait();
             // SAFETY: every worker is past the step's second barrier and keeps nothing it
             // took (`infer` returns plain values); the barriers order all of the step's takes
@@ -109,7 +111,8 @@ fn run_steps(
             unsafe { tape.clear_shared() };
         }
         let elapsed = started.elapsed();
-        handles
+        outcome?;
+        helpers
             .into_iter()
             .try_for_each(|h| h.join().expect("a worker panicked"))?;
         Ok(elapsed)
