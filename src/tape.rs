@@ -286,7 +286,8 @@ impl Tape {
     /// the tape cannot fit them. Lock-free, and without an atomic step on most calls: the
     /// bytes come from this thread's chunk of the tape, claimed from the shared cursor with
     /// one compare-and-swap per chunk. No allocation, no lock, and nothing to drop at thread
-    /// exit.
+    /// exit. Like `malloc`, it is not async-signal-safe: a signal handler must not take from
+    /// a tape that the thread it interrupted may be taking from.
     ///
     /// What chunks cost: a thread takes its first kilobyte from a tape (after taking from
     /// another) exactly at the shared cursor, and only then claims chunks, starting at 1 KiB
