@@ -2,7 +2,7 @@
 //! to what the machine offers, through each of unimem's allocators and two references.
 //!
 //! ```text
-//! cargo run --release --example scaling
+//! cargo run --release -p unimem-bench --example scaling
 //! ```
 //!
 //! - `Tape::take`: every thread takes from one shared tape, through its own chunk of it.
