@@ -97,8 +97,8 @@ fn take_fill_with_of_nothing_takes_nothing() {
     let tape = tape(4096);
     assert_eq!(tape.take_fill_with(0, |_| 1u64).unwrap(), &[] as &[u64]);
     // Zero-sized values need no room, however many.
-    let units = tape.take_fill_with(100_000, |_| ()).unwrap();
-    assert_eq!(units.len(), 100_000);
+    let units = tape.take_fill_with(10_000, |_| ()).unwrap();
+    assert_eq!(units.len(), 10_000);
     assert_eq!(
         tape.lane().take_fill_with(0, |_| 1u8).unwrap(),
         &[] as &[u8]
@@ -137,7 +137,8 @@ fn a_panic_while_filling_leaves_the_tape_usable_and_drops_nothing() {
 #[test]
 fn take_iter_moves_every_item_in_order() {
     let tape = tape(64 << 10);
-    let names = vec![String::from("q"), String::from("k"), String::from("v")];
+    // Items with no heap memory of their own: nothing on a tape is ever dropped.
+    let names = vec!["q", "k", "v"];
     let on_tape = tape.take_iter(names).unwrap();
     assert_eq!(on_tape, &["q", "k", "v"]);
     let mut lane = tape.lane();
