@@ -4,8 +4,8 @@
 //! - `init_16MiB_lazy`, `init_16MiB_warm`: open + release 16 MiB, against the bare syscall
 //!   sequences, malloc and mmap; the warm group also measures every way the kernel offers to
 //!   populate and lock shared memory, so the Block can be held to the fastest of them.
-//! - `write_64MiB`, `read_64MiB`: volatile u64 stores and loads over 64 MiB (as in the seed
-//!   card), through a Block and through the usual peers.
+//! - `write_64MiB`, `read_64MiB`: volatile u64 stores and loads over 64 MiB, through a
+//!   Block and through the usual peers.
 
 #![allow(
     missing_docs,

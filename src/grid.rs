@@ -232,8 +232,10 @@ impl<const CELL: usize, const N: usize> Grid<CELL, N> {
     /// ```
     ///
     /// # Errors
-    /// Those of [`Block::open`]: on Linux and macOS chiefly [`Error::PinRefused`] when
-    /// `CELL × N` bytes exceed what the process may lock.
+    /// Those of [`Block::open`]. The default pinning is best effort, so a grid larger than the
+    /// process may lock opens unpinned ([`Block::is_pinned`] on [`block`](Grid::block) says
+    /// which); open with [`Pinning::Required`](crate::Pinning::Required) through
+    /// [`with_options`](Grid::with_options) to get [`Error::PinRefused`] instead.
     pub fn new() -> Result<Self, Error> {
         Self::with_options(&OpenOptions::new())
     }

@@ -14,7 +14,7 @@ pub enum Unit {
     Bandwidth(f64),
 }
 
-/// The table's columns, after the operation: the seed's, plus bumpalo.
+/// The table's columns, after the operation: the usual peers, plus bumpalo.
 pub const COLUMNS: [&str; 7] = [
     "unimem",
     "malloc",
