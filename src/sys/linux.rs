@@ -184,8 +184,7 @@ impl Region {
                          open it read-only (`OpenOptions::open_fd_read_only`)",
             });
         }
-        // Read only now: the file cannot shrink any more, so this size stays mappable for as
-        // long as we hold the mapping, whatever the sender does next. Growing is harmless.
+        // Only now that the file cannot shrink: see "Sealing before sizing" in share's docs.
         let len = file_size(fd.as_fd())?;
         if len == 0 {
             return Err(Error::NotShareable {
@@ -281,11 +280,9 @@ fn check_access_mode(fd: BorrowedFd<'_>, access: Access) -> Result<(), Error> {
     }
 }
 
-/// Adds `F_SEAL_SHRINK` to a memfd that lacks it and whose seals are not sealed.
-///
-/// Only shrinking is sealed: it is what could leave our mapping without a file behind it
-/// (SIGBUS on the next touch). Growing cannot hurt a mapping of the size we read after this
-/// seal, and the sender may rely on growing the file or adding seals of its own later.
+/// Adds `F_SEAL_SHRINK` to a memfd that lacks it and whose seals are not sealed: only
+/// shrinking, as `share`'s docs explain ("Sealing before sizing"); the sender may still grow
+/// the file or add seals of its own.
 fn seal_against_shrinking(fd: BorrowedFd<'_>) -> Result<(), Error> {
     match add_seals(fd, linux::F_SEAL_SHRINK) {
         Ok(()) => Ok(()),
