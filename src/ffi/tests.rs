@@ -72,8 +72,15 @@ const _: () = {
     same_constant!(apple::MACH_PORT_NULL, libc::MACH_PORT_NULL);
     same_integer!(apple::kern_return_t, libc::kern_return_t);
     same_integer!(apple::mach_port_t, libc::mach_port_t);
+    same_integer!(apple::mach_vm_address_t, libc::mach_vm_address_t);
+    same_integer!(apple::mach_msg_type_number_t, libc::mach_msg_type_number_t);
+    same_constant!(apple::MADV_WILLNEED, libc::MADV_WILLNEED);
     // CoreFoundation's types are not in libc: `CFIndex` is `signed long`.
     same_integer!(apple::CFIndex, core::ffi::c_long);
+    // Nor is `vm_region_basic_info_64`: its size under `#pragma pack(4)` (mach/vm_region.h:
+    // 5 words, a 64-bit offset, a word, a short, padded to 4), and so its word count, 9.
+    assert!(size_of::<apple::vm_region_basic_info_64>() == 36);
+    assert!(apple::VM_REGION_BASIC_INFO_COUNT_64 == 9);
 };
 
 #[cfg(target_os = "linux")]
