@@ -82,20 +82,37 @@ impl fmt::Display for Error {
                     "pinning {} in RAM was refused ({source}); ",
                     Bytes(*bytes)
                 )?;
+                // The ways out differ: Linux has capabilities and systemd; a Mac has launchd
+                // and wire limits of its own besides RLIMIT_MEMLOCK.
+                let (raise, short, grant) = if cfg!(target_vendor = "apple") {
+                    (
+                        "`ulimit -l`, `launchctl limit memlock`",
+                        "the system's wire limits (sysctl vm.user_wire_limit, \
+                         vm.global_user_wire_limit) stopped it: free some memory, or ",
+                        "",
+                    )
+                } else {
+                    (
+                        "`ulimit -l`, `LimitMEMLOCK=` in a systemd unit, `memlock` in \
+                         /etc/security/limits.conf",
+                        "the system is short of lockable memory: free some, or ",
+                        "grant CAP_IPC_LOCK, or ",
+                    )
+                };
                 match limit {
                     Some(limit) => write!(
                         f,
-                        "RLIMIT_MEMLOCK is {}: raise it (`ulimit -l`, `LimitMEMLOCK=` in a \
-                         systemd unit, `memlock` in /etc/security/limits.conf), ",
+                        "RLIMIT_MEMLOCK is {}: raise it ({raise}), ",
                         Bytes(*limit as usize)
                     )?,
-                    None => f.write_str(
-                        "the memory-lock limit is not what stopped it, so the system is short of \
-                         lockable memory: free some, or ",
+                    None => write!(
+                        f,
+                        "the memory-lock limit is not what stopped it, so {short}"
                     )?,
                 }
-                f.write_str(
-                    "grant CAP_IPC_LOCK, or open with `Pinning::BestEffort` to continue unpinned",
+                write!(
+                    f,
+                    "{grant}open with `Pinning::BestEffort` to continue unpinned"
                 )
             }
             Error::Os { call, source } => write!(f, "{call} failed: {source}"),
@@ -175,15 +192,39 @@ mod tests {
             source: io::Error::from_raw_os_error(12),
         };
         let text = err.to_string();
+        // Linux's way out is a capability; a Mac's is launchd's limit.
+        let platform = if cfg!(target_vendor = "apple") {
+            "launchctl limit memlock"
+        } else {
+            "CAP_IPC_LOCK"
+        };
         for needle in [
             "64 MiB",
             "RLIMIT_MEMLOCK is 8 MiB",
             "ulimit -l",
-            "CAP_IPC_LOCK",
+            platform,
             "BestEffort",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from {text:?}");
         }
         assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn pin_refusal_without_a_limit_names_what_else_stops_it() {
+        let err = Error::PinRefused {
+            bytes: 64 << 20,
+            limit: None,
+            source: io::Error::from_raw_os_error(12),
+        };
+        let text = err.to_string();
+        let platform = if cfg!(target_vendor = "apple") {
+            "vm.user_wire_limit"
+        } else {
+            "short of lockable memory"
+        };
+        for needle in ["is not what stopped it", platform, "BestEffort"] {
+            assert!(text.contains(needle), "{needle:?} missing from {text:?}");
+        }
     }
 }
