@@ -35,7 +35,7 @@ mod raw {
         let fd = unsafe { libc::memfd_create(c"bench".as_ptr(), flags) };
         assert!(fd >= 0);
         // SAFETY: a descriptor we own.
-        assert_eq!(unsafe { libc::ftruncate(fd, len as i64) }, 0);
+        assert_eq!(unsafe { libc::ftruncate(fd, len as libc::off_t) }, 0);
         if seal {
             let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
             // SAFETY: F_ADD_SEALS takes an int.
@@ -201,7 +201,7 @@ fn warm_floors(warm: &mut Group<'_>) {
         }),
         ("memfd_fallocate_mlock", |fd| {
             // SAFETY: a memfd we own, INIT bytes long.
-            raw::check(unsafe { libc::fallocate(fd, 0, 0, INIT as i64) });
+            raw::check(unsafe { libc::fallocate(fd, 0, 0, INIT as libc::off_t) });
             let p = raw::map(fd, INIT, 0);
             // SAFETY: our own mapping.
             raw::check(unsafe { libc::mlock(p.cast(), INIT) });

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use unimem::{Block, Grid, Pinning};
 
 const CELL: usize = 4096;
-/// Cells enough for every word of the bitmap to be a different thread's home.
+/// Cells enough for every word of the bitmap to be a different thread's first word.
 const CELLS: usize = 1024;
 
 type CellGrid = Grid<CELL, CELLS>;

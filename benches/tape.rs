@@ -3,7 +3,7 @@
 //! Groups and functions (names kept stable for the README table):
 //! - `take_64B`, `take_4KiB`, `take_1MiB`: one allocation of that size, aligned to 8, with one
 //!   byte written to it (volatile) so that none can be optimised away. Functions: `tape`
-//!   (`Tape::take`), `lane` (`Lane::take`), `malloc` (`libc::malloc` + `free`), `vec`
+//!   (`Tape::take`, from this thread's chunk of the tape), `lane` (`Lane::take`), `malloc` (`libc::malloc` + `free`), `vec`
 //!   (`Vec::with_capacity` + drop), `box` (`Box::new_uninit` + drop), `bumpalo`
 //!   (`Bump::try_alloc_layout`), `mmap` (`mmap` + `munmap`, per allocation), and `cas_floor`: a bare compare-exchange loop on one atomic
 //!   and the same byte written where it points, the least any shared cursor can cost. The
@@ -16,9 +16,10 @@
 //! - `clear`: `Tape::clear` alone, `after_1_take` and `after_10000_takes` (of 64 B): the same
 //!   cost, because a clear never looks at what was taken.
 //! - `threads_2`: 2^24 takes of 8 B in all (enough that spawning the threads is noise), on
-//!   one thread or split over two, straight from a shared tape (`tape_1_thread`,
+//!   one thread or split over two, through `Tape::take` on a shared tape (`tape_1_thread`,
 //!   `tape_2_threads`) or through one lane per thread (`lane_1_thread`, `lane_2_threads`).
-//!   Throughput in takes per second.
+//!   Throughput in takes per second. `examples/scaling.rs` prints the same for every thread
+//!   count the machine has.
 
 #![allow(
     missing_docs,

@@ -1,9 +1,10 @@
-//! Open a pinned block, fill it, and show what hardware would be handed.
+//! Open a block (pinned if the memory-lock limit allows), fill it, and show what hardware
+//! would be handed.
 //!
 //! `cargo run --release --example block [MiB]`
 
 use std::time::Instant;
-use unimem::{Block, Pinning};
+use unimem::Block;
 
 fn main() -> Result<(), unimem::Error> {
     let mib: usize = std::env::args()
@@ -13,20 +14,20 @@ fn main() -> Result<(), unimem::Error> {
     let len = mib << 20;
 
     let start = Instant::now();
-    let lazy = Block::options().pinning(Pinning::BestEffort).open(len)?;
+    let lazy = Block::open(len)?;
     let lazy_time = start.elapsed();
 
     let start = Instant::now();
-    let warm = Block::options()
-        .warm(true)
-        .pinning(Pinning::BestEffort)
-        .open(len)?;
+    let warm = Block::options().warm(true).open(len)?;
     let warm_time = start.elapsed();
 
     println!("lazy block: {lazy:?}, opened in {lazy_time:?}");
     println!("warm block: {warm:?}, opened in {warm_time:?}");
     if !warm.is_pinned() {
-        println!("(not pinned: the memory-lock limit is too low; try `ulimit -l unlimited`)");
+        println!(
+            "(not pinned: the memory-lock limit (`ulimit -l`) has no room for {mib} MiB; \
+             raise it to pin)"
+        );
     }
 
     // Fill the warm block with u64s and check them: the address never moves, so a device

@@ -2,7 +2,8 @@
 //! between the stages: each stage owns a cell in turn and hands it on through a channel.
 //!
 //! - The producer takes cells (through its own stash) and fills each with an input frame:
-//!   1024 `f32` samples of a deterministic signal that depends on the frame number.
+//!   1024 `f32` samples of a deterministic signal that depends on the frame number, written
+//!   straight into the cell through its `f32` view (`Cell::as_mut_slice_of`).
 //! - The worker transforms each frame in place: a 5-tap binomial blur, then gain and bias.
 //! - The consumer recomputes every frame from its number, compares the cell bit for bit, and
 //!   drops the cell, which returns it to the grid for the producer to take again.
@@ -30,41 +31,29 @@ type Frames = Grid<FRAME_BYTES, IN_FLIGHT>;
 type Frame<'g> = Cell<'g, FRAME_BYTES, IN_FLIGHT>;
 type Samples = [f32; SAMPLES];
 
-/// The input signal: a ramp, a square wave and a per-frame offset, all exact in `f32`.
-fn input(frame: u64) -> Samples {
-    core::array::from_fn(|i| {
+/// Writes the input signal of `frame` into `samples`: a ramp, a square wave and a per-frame
+/// offset, all exact in `f32`.
+fn input(frame: u64, samples: &mut [f32]) {
+    for (i, sample) in samples.iter_mut().enumerate() {
         let ramp = (i % 64) as f32 / 64.0;
         let square = if (i / 32 + frame as usize) % 2 == 0 {
             1.0
         } else {
             -1.0
         };
-        ramp + square + (frame % 1000) as f32 / 8.0
-    })
+        *sample = ramp + square + (frame % 1000) as f32 / 8.0;
+    }
 }
 
-/// The worker's transform: a 5-tap binomial blur (edges clamped), then gain and bias.
-fn transform(samples: &mut Samples) {
-    let original = *samples;
+/// The worker's transform, in place: a 5-tap binomial blur (edges clamped), then gain and
+/// bias.
+fn transform(samples: &mut [f32]) {
+    let original: Samples = samples.try_into().expect("a frame of SAMPLES samples");
     let at = |i: usize, offset: isize| original[i.saturating_add_signed(offset).min(SAMPLES - 1)];
     for (i, sample) in samples.iter_mut().enumerate() {
         let blurred =
             (at(i, -2) + 4.0 * at(i, -1) + 6.0 * at(i, 0) + 4.0 * at(i, 1) + at(i, 2)) / 16.0;
         *sample = blurred * GAIN + BIAS;
-    }
-}
-
-fn read(bytes: &[u8]) -> Samples {
-    let mut samples = [0.0; SAMPLES];
-    for (sample, chunk) in samples.iter_mut().zip(bytes.chunks_exact(4)) {
-        *sample = f32::from_ne_bytes(chunk.try_into().unwrap());
-    }
-    samples
-}
-
-fn write(samples: &Samples, bytes: &mut [u8]) {
-    for (sample, chunk) in samples.iter().zip(bytes.chunks_exact_mut(4)) {
-        chunk.copy_from_slice(&sample.to_ne_bytes());
     }
 }
 
@@ -100,15 +89,13 @@ fn main() {
                         None => thread::yield_now(),
                     }
                 };
-                write(&input(frame), &mut cell);
+                input(frame, cell.as_mut_slice_of::<f32>());
                 to_worker.send((cell, frame)).unwrap();
             }
         });
         s.spawn(move || {
             for (mut cell, frame) in worker_inbox {
-                let mut samples = read(&cell);
-                transform(&mut samples);
-                write(&samples, &mut cell);
+                transform(cell.as_mut_slice_of::<f32>());
                 to_consumer.send((cell, frame)).unwrap();
             }
         });
@@ -116,9 +103,10 @@ fn main() {
             let mut mismatches = 0u64;
             let mut expected_frame = 0;
             for (cell, frame) in consumer_inbox {
-                let mut expected = input(frame);
+                let mut expected = [0.0; SAMPLES];
+                input(frame, &mut expected);
                 transform(&mut expected);
-                if frame != expected_frame || read(&cell) != expected {
+                if frame != expected_frame || cell.as_slice_of::<f32>() != expected {
                     mismatches += 1;
                     eprintln!("frame {frame} (expected frame {expected_frame}) is wrong");
                 }
@@ -137,7 +125,7 @@ fn main() {
         frames as f64 / seconds,
         bytes / seconds / 1e6,
     );
-    assert_eq!(grid.free(), IN_FLIGHT, "every cell came back");
+    assert_eq!(grid.remaining(), IN_FLIGHT, "every cell came back");
     if mismatches > 0 {
         eprintln!("{mismatches} frames were wrong or missing");
         std::process::exit(1);

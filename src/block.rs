@@ -1,4 +1,5 @@
-//! [`Block`]: pinned, shareable memory, the same on every platform from the outside.
+//! [`Block`]: shareable memory, pinned where the system allows, the same on every platform from
+//! the outside.
 //!
 //! This file holds everything that does not depend on the operating system: validating and
 //! rounding lengths, the pinning policy, the unsafe views. The backends in `sys/` provide the
@@ -7,7 +8,9 @@
 use crate::error::Error;
 use crate::sys;
 use core::fmt;
+use core::ops::Range;
 use core::ptr::NonNull;
+use std::io;
 
 /// The native object behind a [`Block`], for code that hands the memory to hardware or to
 /// another process.
@@ -19,34 +22,36 @@ use core::ptr::NonNull;
 /// | portable backend | the base address (`*mut u8`) | nothing outside this process |
 ///
 /// The handle is borrowed: it stays valid while the `Block` lives, and the `Block` still
-/// releases it on drop. Retain (macOS) or `dup` (Linux) it to keep it longer.
+/// releases it on drop. Retain (macOS) or `dup` (Linux) it to keep it longer. On Linux it is
+/// only the descriptor's number, and using it takes `unsafe`: see
+/// [handing out a block's descriptor](crate::share#handing-out-a-blocks-descriptor-linux).
 pub type Handle = sys::Handle;
 
 /// How hard [`Block::open`] tries to keep the pages in RAM.
 ///
-/// "Pinned" here means locked in physical memory: the kernel will not swap the pages out or
-/// reclaim them while the block lives, so a device that was told their physical addresses
-/// never sees them move, and no access ever waits for a disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// "Pinned" here means what `mlock` gives: the pages stay resident, so no access ever waits
+/// for a disk or a page fault that reads one in, and they are never swapped out while the
+/// block lives. It does **not** mean a fixed physical address. On Linux the kernel may still
+/// move locked pages to other frames (memory compaction does so by default, see
+/// `/proc/sys/vm/compact_unevictable_allowed`), and macOS documents no such promise either.
+/// What each system guarantees, and what to use when a device needs physical addresses that
+/// never change, is in the [crate docs](crate#what-pinned-and-shared-mean-here).
+///
+/// Pinning counts against the memory-lock limit (`ulimit -l`: 8 MiB for an ordinary user on
+/// most Linux systems). The default, [`BestEffort`](Pinning::BestEffort), pins when that
+/// allows and carries on unpinned when it does not, so that opening works for every user;
+/// [`Required`](Pinning::Required) is for code that would rather fail than run unpinned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Pinning {
-    /// Pin, or fail with [`Error::PinRefused`] saying which limit stood in the way.
-    /// The default on Linux and macOS.
+    /// Pin, or fail with [`Error::PinRefused`], which says how much the process has locked
+    /// already, what the limit is, and the ways out.
     Required,
-    /// Pin if the system allows it; otherwise open an unpinned block.
+    /// Pin if the system allows it; otherwise open an unpinned block. The default.
     /// [`Block::is_pinned`] tells which happened.
+    #[default]
     BestEffort,
-    /// Do not pin. The default on the portable backend, which cannot pin at all.
+    /// Do not pin.
     Off,
-}
-
-impl Default for Pinning {
-    fn default() -> Pinning {
-        if sys::CAN_PIN {
-            Pinning::Required
-        } else {
-            Pinning::Off
-        }
-    }
 }
 
 /// Options for opening a [`Block`], in the style of [`std::fs::OpenOptions`].
@@ -55,10 +60,11 @@ impl Default for Pinning {
 /// use unimem::{Block, Pinning};
 ///
 /// let block = Block::options()
-///     .warm(true)                      // every page resident before `open` returns
-///     .pinning(Pinning::BestEffort)    // pin if allowed, carry on if not
+///     .warm(true)                 // every page resident before `open` returns
+///     .pinning(Pinning::Off)      // never lock these pages
 ///     .open(1 << 20)?;
 /// assert!(block.len() >= 1 << 20);
+/// assert!(!block.is_pinned());
 /// # Ok::<(), unimem::Error>(())
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -68,7 +74,9 @@ pub struct OpenOptions {
 }
 
 impl OpenOptions {
-    /// The defaults: lazy (pages appear on first touch) and [`Pinning::default`].
+    /// The defaults: lazy (pages appear on first touch) and pinned where the system allows
+    /// ([`Pinning::BestEffort`]).
+    #[must_use]
     pub fn new() -> OpenOptions {
         OpenOptions::default()
     }
@@ -85,42 +93,47 @@ impl OpenOptions {
         self
     }
 
-    /// Choose how hard to try to pin the pages. See [`Pinning`].
+    /// Choose how hard to try to pin the pages: [`Pinning::BestEffort`] unless set. See
+    /// [`Pinning`].
     pub fn pinning(&mut self, pinning: Pinning) -> &mut OpenOptions {
         self.pinning = pinning;
         self
     }
 
     /// Opens a block of at least `len` bytes with these options. See [`Block::open`].
+    ///
+    /// # Errors
+    /// Those of [`Block::open`].
     pub fn open(&self, len: usize) -> Result<Block, Error> {
-        let region = sys::Region::create(page_round(len)?)?;
+        let len = page_round(len)?;
+        let region = sys::Region::create(len).map_err(|err| out_of_memory(err, len))?;
         Block::adopt(region, self)
     }
 }
 
-/// Pinned, shareable memory with an address that never changes until drop.
+/// Shareable memory, pinned in RAM where the system allows it, with an address that never
+/// changes until drop.
 ///
 /// A `Block` is a run of whole pages, zeroed at creation, that the CPU and other hardware
-/// (GPU, Neural Engine, DMA engines, other processes) can all see without copies:
-///
-/// | | macOS | Linux | elsewhere, and under Miri |
-/// |---|---|---|---|
-/// | memory | an `IOSurface`, locked for CPU access at creation | a sealed memfd, mapped shared | a page-aligned heap region |
-/// | pinned | `mlock`ed (the IOSurface lock alone does not wire pages) | `mlock2`ed, locked on fault when lazy | never |
-/// | shared with | GPU, ANE, other processes (via a mach port) | other processes, drivers (via the fd) | nothing |
+/// (GPU, Neural Engine, DMA engines, other processes) can all see without copies: an
+/// `IOSurface` on macOS, a sealed memfd on Linux, a heap region elsewhere and under Miri. What
+/// "pinned" and "shared" mean on each system is in the
+/// [crate docs](crate#what-pinned-and-shared-mean-here). The base address is aligned to at
+/// least [`Block::ALIGN`].
 ///
 /// `Block` never hands out a safe `&mut [u8]` from `&self`: two such slices to the same bytes
-/// would be undefined behaviour. It gives raw pointers and `unsafe` views; the safe typed views
-/// come from [`Tape`](crate::Tape) and [`Grid`](crate::Grid), which prove exclusive access.
+/// would be undefined behaviour. It gives raw pointers and `unsafe` views of byte ranges
+/// ([`range`](Block::range), [`range_mut`](Block::range_mut)); the safe typed views come from
+/// [`Tape`](crate::Tape) and [`Grid`](crate::Grid), which prove exclusive access.
 ///
 /// ```
 /// use unimem::Block;
 ///
 /// let block = Block::open(4096)?;
-/// // SAFETY: nothing else touches this block while the slice lives.
-/// let bytes = unsafe { block.as_mut_slice() };
-/// bytes[..5].copy_from_slice(b"hello");
-/// assert_eq!(&bytes[..5], b"hello");
+/// // SAFETY: nothing else reads or writes these five bytes while the slice lives.
+/// let hello = unsafe { block.range_mut(0..5) };
+/// hello.copy_from_slice(b"hello");
+/// assert_eq!(hello, b"hello");
 /// # Ok::<(), unimem::Error>(())
 /// ```
 pub struct Block {
@@ -138,16 +151,19 @@ unsafe impl Send for Block {}
 unsafe impl Sync for Block {}
 
 impl Block {
-    /// Opens a zeroed block of at least `len` bytes, lazy and pinned (where the platform can
-    /// pin), with [`OpenOptions::new`]'s defaults.
+    /// Opens a zeroed block of at least `len` bytes with [`OpenOptions::new`]'s defaults: lazy,
+    /// and pinned if the memory-lock limit allows it ([`is_pinned`](Block::is_pinned) says).
     ///
     /// `len` is rounded up to whole pages; [`len`](Block::len) reports the rounded length,
     /// all of which is usable.
     ///
     /// # Errors
     /// [`Error::ZeroLength`] for `len == 0`, [`Error::TooLarge`] beyond what one mapping can
-    /// span, [`Error::PinRefused`] when the system will not lock the pages (see its message for
-    /// the limit and the ways out), [`Error::Os`] when the memory cannot be made at all.
+    /// span, [`Error::OutOfMemory`] when the system or the address-space limit (`ulimit -v`)
+    /// leaves no room, [`Error::Os`] when the memory cannot be made at all (on Linux, for
+    /// example, when the process has no file descriptor left: each block holds one), and
+    /// with [`Pinning::Required`], [`Error::PinRefused`] when the system will not lock the
+    /// pages.
     ///
     /// ```
     /// let block = unimem::Block::open(1000)?;
@@ -159,26 +175,38 @@ impl Block {
         OpenOptions::new().open(len)
     }
 
-    /// Options for a block that is warm, or unpinned, or pinned only if allowed.
+    /// Options for a block that is warm, or never pinned, or must be pinned: see
+    /// [`OpenOptions`].
+    #[must_use]
     pub fn options() -> OpenOptions {
         OpenOptions::new()
     }
 
+    /// The alignment every block's base address has at least, whatever the page size: what
+    /// [`Tape`](crate::Tape) relies on for alignments up to this one without padding.
+    pub const ALIGN: usize = 4096;
+
     /// Applies the pinning and warming options to memory a backend has just made or adopted.
+    ///
+    /// Checks the base address first: memory made elsewhere (an IOSurface, a memfd mapped by
+    /// us) has been page-aligned on every system we know, but tapes rely on it, so a surprise
+    /// is an error here rather than misaligned values later.
     pub(crate) fn adopt(region: sys::Region, options: &OpenOptions) -> Result<Block, Error> {
         let (ptr, len) = (region.ptr(), region.len());
+        check_base_alignment(ptr.addr().get())?;
         let pinned = match options.pinning {
             Pinning::Off => false,
             Pinning::BestEffort if !sys::CAN_PIN => false,
             Pinning::Required if !sys::CAN_PIN => {
                 return Err(Error::Unsupported {
                     what: "this platform cannot pin memory (only Linux and macOS can): \
-                           open with `Pinning::BestEffort` or `Pinning::Off`",
+                           open with `Pinning::BestEffort` (the default) or `Pinning::Off`",
                 });
             }
             Pinning::Required => {
                 sys::lock(ptr, len).map_err(|source| Error::PinRefused {
                     bytes: len,
+                    locked: sys::locked_bytes(),
                     limit: sys::memlock_limit(),
                     source,
                 })?;
@@ -207,14 +235,16 @@ impl Block {
     }
 
     /// The first byte. Valid for [`len`](Block::len) bytes until the block is dropped, and
-    /// aligned to at least the page size.
+    /// aligned to at least the page size and [`Block::ALIGN`].
     #[inline]
+    #[must_use]
     pub fn as_ptr(&self) -> *mut u8 {
         self.region.ptr().as_ptr()
     }
 
     /// The first byte, as a `NonNull`.
     #[inline]
+    #[must_use]
     pub fn as_non_null(&self) -> NonNull<u8> {
         self.region.ptr()
     }
@@ -227,6 +257,7 @@ impl Block {
     /// size (macOS). See [`share`](crate::share).
     #[inline]
     #[allow(clippy::len_without_is_empty, reason = "a Block is never empty")]
+    #[must_use]
     pub fn len(&self) -> usize {
         self.region.len()
     }
@@ -234,14 +265,24 @@ impl Block {
     /// Whether the pages are locked in RAM (locked as they fault in, for a lazy block).
     ///
     /// Always `false` on the portable backend and with [`Pinning::Off`]; with
-    /// [`Pinning::BestEffort`] it tells whether the system allowed it.
+    /// [`Pinning::BestEffort`], the default, it tells whether the memory-lock limit allowed it.
+    ///
+    /// ```
+    /// let block = unimem::Block::open(64 << 20)?;
+    /// if !block.is_pinned() {
+    ///     eprintln!("running unpinned: raise `ulimit -l` to pin");
+    /// }
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
     #[inline]
+    #[must_use]
     pub fn is_pinned(&self) -> bool {
         self.pinned
     }
 
     /// The native object behind this block, for hardware and other processes. See [`Handle`].
     #[inline]
+    #[must_use]
     pub fn handle(&self) -> Handle {
         self.region.handle()
     }
@@ -270,34 +311,125 @@ impl Block {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     #[inline]
+    #[must_use]
     pub fn offset_of(&self, ptr: *const u8) -> Option<usize> {
         let offset = (ptr as usize).wrapping_sub(self.as_ptr() as usize);
         (offset < self.len()).then_some(offset)
     }
 
-    /// Views the whole block as bytes.
+    /// Views bytes `range` of the block.
+    ///
+    /// Only the bytes in `range` are touched: references into the rest of the block, such as
+    /// values a [`Tape`](crate::Tape) or a [`Cell`](crate::Cell) handed out, stay valid. This
+    /// is the way to look at part of a block that a tape or a grid also uses, for example to
+    /// copy out what a device wrote.
     ///
     /// # Safety
-    /// While the returned slice lives, nothing may write to the block: no thread of this
-    /// process (through [`as_ptr`](Block::as_ptr), [`as_mut_slice`](Block::as_mut_slice), a
-    /// tape or a grid), no device, and no other process that maps it.
+    /// - Nothing writes to bytes in `range` while the slice lives: no thread of this process
+    ///   (through [`as_ptr`](Block::as_ptr), another view, a tape or a grid), no device, no
+    ///   other process that maps the block.
+    /// - No `&mut` reference to bytes in `range` that exists when the view is made is ever
+    ///   used again, even after the view is gone: making a shared view reads every byte of
+    ///   the range, which ends the exclusive access such a reference claims. Values taken
+    ///   from a tape or a grid overlapping the range must therefore be dead (a tape value
+    ///   that is only read through `&` is fine).
+    ///
+    /// # Panics
+    /// If `range` is decreasing or reaches past [`len`](Block::len).
+    ///
+    /// ```
+    /// use unimem::{Block, Tape};
+    ///
+    /// let tape = Tape::on(Block::open(8192)?);
+    /// let counter = tape.take_value(0u64).unwrap();          // held for the whole example
+    /// let frame = tape.take(64, 64).unwrap();                // bytes for a device to fill
+    /// let at = tape.offset_of(frame.as_ptr()).unwrap();
+    /// // SAFETY: nothing else uses the frame's bytes while these views live, and no
+    /// // reference to them exists; `counter` lies outside them.
+    /// unsafe { tape.block().range_mut(at..at + 64) }.fill(7);
+    /// let seen = unsafe { tape.block().range(at..at + 64) };
+    /// *counter += 1;                                         // still valid
+    /// assert_eq!(seen, &[7; 64]);
+    /// assert_eq!(*counter, 1);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
     #[inline]
-    pub unsafe fn as_slice(&self) -> &[u8] {
-        // SAFETY: the region is valid, initialised (zeroed at creation) and page-aligned for
-        // `len` bytes while `self` lives; the caller promises nothing writes meanwhile.
-        unsafe { core::slice::from_raw_parts(self.as_ptr(), self.len()) }
+    #[must_use]
+    #[track_caller]
+    pub unsafe fn range(&self, range: Range<usize>) -> &[u8] {
+        let start = self.checked_start(&range, "range");
+        // SAFETY: `range` lies inside the region, which is valid, initialised (zeroed at
+        // creation) and mapped for `len` bytes while `self` lives; the caller promises that
+        // nothing writes those bytes meanwhile and that no live `&mut` covers them.
+        unsafe { core::slice::from_raw_parts(start, range.len()) }
     }
 
-    /// Views the whole block as mutable bytes.
+    /// Views bytes `range` of the block as mutable.
+    ///
+    /// Only the bytes in `range` are touched: references into the rest of the block stay
+    /// valid. See [`range`](Block::range) for an example.
     ///
     /// # Safety
-    /// While the returned slice lives, nothing else may read or write the block: no other
-    /// view, pointer, tape or grid in this process, no device, no other process.
+    /// - Nothing else reads or writes bytes in `range` while the slice lives: no other view,
+    ///   pointer, tape or grid value in this process, no device, no other process.
+    /// - No reference to bytes in `range` (shared or mutable) that exists when the view is
+    ///   made is ever used again, even after the view is gone: making it claims the bytes
+    ///   for itself, which ends every earlier claim on them.
+    ///
+    /// # Panics
+    /// If `range` is decreasing or reaches past [`len`](Block::len).
     #[inline]
+    #[must_use]
+    #[track_caller]
+    #[allow(clippy::mut_from_ref, reason = "exclusivity is the caller's contract")]
+    pub unsafe fn range_mut(&self, range: Range<usize>) -> &mut [u8] {
+        let start = self.checked_start(&range, "range_mut");
+        // SAFETY: as in `range`; the caller promises exclusive access to these bytes while
+        // the slice lives, and that no earlier reference to them is used again.
+        unsafe { core::slice::from_raw_parts_mut(start, range.len()) }
+    }
+
+    /// Views the whole block as bytes: [`range`](Block::range) over `0..len()`.
+    ///
+    /// # Safety
+    /// Those of [`range`](Block::range), for every byte of the block: nothing writes to the
+    /// block while the slice lives, and no `&mut` into the block that exists when the view is
+    /// made is ever used again. A value taken from a tape or grid on this block and still in
+    /// use rules it out: view the bytes you need with [`range`](Block::range) instead.
+    #[inline]
+    #[must_use]
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: the caller keeps `range`'s contract for the whole block.
+        unsafe { self.range(0..self.len()) }
+    }
+
+    /// Views the whole block as mutable bytes: [`range_mut`](Block::range_mut) over
+    /// `0..len()`.
+    ///
+    /// # Safety
+    /// Those of [`range_mut`](Block::range_mut), for every byte of the block: nothing else
+    /// reads or writes the block while the slice lives, and no reference into the block that
+    /// exists when the view is made (from a tape, a grid, another view) is ever used again.
+    #[inline]
+    #[must_use]
     #[allow(clippy::mut_from_ref, reason = "exclusivity is the caller's contract")]
     pub unsafe fn as_mut_slice(&self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`; the caller promises exclusive access while the slice lives.
-        unsafe { core::slice::from_raw_parts_mut(self.as_ptr(), self.len()) }
+        // SAFETY: the caller keeps `range_mut`'s contract for the whole block.
+        unsafe { self.range_mut(0..self.len()) }
+    }
+
+    /// The first byte of `range`, after checking that it lies inside the block.
+    #[inline]
+    #[track_caller]
+    fn checked_start(&self, range: &Range<usize>, method: &str) -> *mut u8 {
+        assert!(
+            range.start <= range.end && range.end <= self.len(),
+            "Block::{method}: {range:?} is not a range of this block's {} bytes; ask for \
+             start <= end <= len()",
+            self.len(),
+        );
+        // SAFETY: `range.start <= len`, so the pointer stays inside the region or one past it.
+        unsafe { self.as_ptr().add(range.start) }
     }
 }
 
@@ -319,6 +451,35 @@ impl fmt::Debug for Block {
             .field("pinned", &self.pinned)
             .field("handle", &self.handle())
             .finish()
+    }
+}
+
+/// The error for a base address that is not aligned to [`Block::ALIGN`].
+fn check_base_alignment(addr: usize) -> Result<(), Error> {
+    if addr % Block::ALIGN == 0 {
+        Ok(())
+    } else {
+        Err(Error::NotShareable {
+            reason: "its base address is not aligned to 4096 bytes, which tapes and grids rely \
+                     on to align what they hand out: share memory allocated in whole pages \
+                     (an IOSurface, a memfd, a Block's own), mapped from its start",
+        })
+    }
+}
+
+/// Turns a backend's refusal for lack of memory into [`Error::OutOfMemory`], which names the
+/// size asked for and the address-space limit; other errors pass through.
+fn out_of_memory(err: Error, bytes: usize) -> Error {
+    match err {
+        Error::Os { call, source } if source.kind() == io::ErrorKind::OutOfMemory => {
+            Error::OutOfMemory {
+                bytes,
+                address_space_limit: sys::address_space_limit(),
+                call,
+                source,
+            }
+        }
+        other => other,
     }
 }
 
@@ -347,6 +508,53 @@ mod tests {
         assert_eq!(page_round(1).unwrap(), page);
         assert_eq!(page_round(page).unwrap(), page);
         assert_eq!(page_round(page + 1).unwrap(), 2 * page);
+    }
+
+    #[test]
+    fn adopted_memory_must_be_aligned_to_4096() {
+        for addr in [4096, 8192, 1 << 20, 16384 * 3] {
+            assert!(check_base_alignment(addr).is_ok(), "{addr:#x}");
+        }
+        for addr in [1, 2048, 4096 + 64, 16384 + 2048] {
+            match check_base_alignment(addr) {
+                Err(Error::NotShareable { reason }) => {
+                    assert!(reason.contains("aligned to 4096"), "{reason}")
+                }
+                other => panic!("{addr:#x}: expected NotShareable, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_refusal_for_memory_names_the_size() {
+        let err = out_of_memory(
+            Error::Os {
+                call: "mmap",
+                source: io::ErrorKind::OutOfMemory.into(),
+            },
+            1 << 30,
+        );
+        match &err {
+            Error::OutOfMemory { bytes, call, .. } => {
+                assert_eq!((*bytes, *call), (1 << 30, "mmap"));
+            }
+            other => panic!("expected OutOfMemory, got {other:?}"),
+        }
+        assert!(err.to_string().contains("1 GiB"), "{err}");
+        let other = out_of_memory(
+            Error::Os {
+                call: "ftruncate",
+                source: io::ErrorKind::InvalidInput.into(),
+            },
+            4096,
+        );
+        assert!(matches!(
+            other,
+            Error::Os {
+                call: "ftruncate",
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -6,14 +6,19 @@ use std::io;
 /// Why a [`Block`](crate::Block) (or a [`Tape`](crate::Tape) or [`Grid`](crate::Grid) built on
 /// one) could not be made or shared.
 ///
-/// Every message says what happened and what to do about it, so printing the error is usually
-/// enough for the person who has to fix it:
+/// Every message says what happened, what the process already uses where that explains it,
+/// and what to do about it, so printing the error is usually enough for the person who has to
+/// fix it:
 ///
 /// ```
 /// let err = unimem::Block::open(0).unwrap_err();
 /// assert!(matches!(err, unimem::Error::ZeroLength));
 /// assert!(err.to_string().contains("at least one byte"));
 /// ```
+///
+/// The operating system's own answer, where there is one, is the error's
+/// [`source`](std::error::Error::source), not part of its message, so that reports which
+/// print the chain of causes (`anyhow`, `eyre`) print it once.
 ///
 /// Running out of room in a tape or grid is not an error: `take` returns `None` for that.
 #[derive(Debug)]
@@ -29,17 +34,43 @@ pub enum Error {
         /// The largest length this platform could ever give.
         max: usize,
     },
+    /// A block given to an allocator is too small for it: [`Grid::on`](crate::Grid::on) with a
+    /// block of fewer than `CELL × N` bytes.
+    TooSmall {
+        /// How many bytes the allocator needs.
+        needed: usize,
+        /// How many bytes the block has.
+        len: usize,
+    },
     /// The operating system refused to pin (lock in RAM) the pages, and pinning was
     /// [`Pinning::Required`](crate::Pinning::Required).
     PinRefused {
         /// How many bytes were to be pinned.
         bytes: usize,
+        /// How many bytes this process had locked already when it was refused (`VmLck` on
+        /// Linux), `None` where the system does not say.
+        locked: Option<u64>,
         /// The soft `RLIMIT_MEMLOCK` of the process in bytes, `None` when unlimited or unknown.
         limit: Option<u64>,
         /// What the kernel answered.
         source: io::Error,
     },
-    /// A system call failed for a reason other than pinning.
+    /// The system would not give the process the memory or the address space for a new block.
+    OutOfMemory {
+        /// How many bytes were asked for, rounded up to whole pages.
+        bytes: usize,
+        /// The soft `RLIMIT_AS` (`ulimit -v`) of the process in bytes, `None` when unlimited
+        /// or unknown.
+        address_space_limit: Option<u64>,
+        /// The call that failed, e.g. `"mmap"`.
+        call: &'static str,
+        /// What the operating system answered.
+        source: io::Error,
+    },
+    /// A system call failed for a reason other than pinning or memory.
+    ///
+    /// Its message explains the common causes: running out of file descriptors (each Linux
+    /// block holds one), for example.
     Os {
         /// The call that failed, e.g. `"memfd_create"` or `"IOSurfaceCreate"`.
         call: &'static str,
@@ -60,6 +91,14 @@ pub enum Error {
     },
 }
 
+/// `EMFILE` and `ENFILE`: the same numbers on Linux (every architecture) and on Apple's
+/// systems, and checked against `libc` in the tests below. No other backend reports raw OS
+/// errors.
+#[cfg(unix)]
+const EMFILE: i32 = 24;
+#[cfg(unix)]
+const ENFILE: i32 = 23;
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -69,53 +108,100 @@ impl fmt::Display for Error {
             ),
             Error::TooLarge { requested, max } => write!(
                 f,
-                "a block of {requested} bytes was requested, more than the {max} bytes any \
-                 single mapping can span; ask for less, or split the memory into several blocks"
+                "a block of {} was requested, more than the {} any single mapping can span; \
+                 ask for less, or split the memory into several blocks",
+                Bytes(*requested as u64),
+                Bytes(*max as u64),
+            ),
+            Error::TooSmall { needed, len } => write!(
+                f,
+                "the block holds {}, fewer than the {} needed (a Grid<CELL, N> needs CELL × N \
+                 bytes); open a block of at least {} bytes, or use fewer or smaller cells",
+                Bytes(*len as u64),
+                Bytes(*needed as u64),
+                needed
             ),
             Error::PinRefused {
                 bytes,
+                locked,
                 limit,
-                source,
+                ..
             } => {
-                write!(
-                    f,
-                    "pinning {} in RAM was refused ({source}); ",
-                    Bytes(*bytes)
-                )?;
-                // The ways out differ: Linux has capabilities and systemd; a Mac has launchd
-                // and wire limits of its own besides RLIMIT_MEMLOCK.
-                let (raise, short, grant) = if cfg!(target_vendor = "apple") {
-                    (
-                        "`ulimit -l`, `launchctl limit memlock`",
-                        "the system's wire limits (sysctl vm.user_wire_limit, \
-                         vm.global_user_wire_limit) stopped it: free some memory, or ",
-                        "",
-                    )
-                } else {
-                    (
-                        "`ulimit -l`, `LimitMEMLOCK=` in a systemd unit, `memlock` in \
-                         /etc/security/limits.conf",
-                        "the system is short of lockable memory: free some, or ",
-                        "grant CAP_IPC_LOCK, or ",
-                    )
-                };
-                match limit {
-                    Some(limit) => write!(
+                write!(f, "pinning {} in RAM was refused", Bytes(*bytes as u64))?;
+                match (locked, limit) {
+                    (Some(locked), Some(limit)) => write!(
                         f,
-                        "RLIMIT_MEMLOCK is {}: raise it ({raise}), ",
-                        Bytes(*limit as usize)
+                        ": this process has {} locked already, and RLIMIT_MEMLOCK is {}. \
+                         Raise the limit (`ulimit -l`, `LimitMEMLOCK=` in a systemd unit, \
+                         `memlock` in /etc/security/limits.conf), grant CAP_IPC_LOCK",
+                        Bytes(*locked),
+                        Bytes(*limit)
                     )?,
-                    None => write!(
+                    (None, Some(limit)) => write!(
                         f,
-                        "the memory-lock limit is not what stopped it, so {short}"
+                        ": RLIMIT_MEMLOCK is {}. Raise it (`ulimit -l`, `LimitMEMLOCK=` in a \
+                         systemd unit, `memlock` in /etc/security/limits.conf), grant \
+                         CAP_IPC_LOCK",
+                        Bytes(*limit)
                     )?,
+                    (locked, None) => {
+                        if let Some(locked) = locked {
+                            write!(f, " with {} locked already", Bytes(*locked))?;
+                        }
+                        f.write_str(
+                            ": the memory-lock limit is not what stopped it, so the system is \
+                             short of lockable memory. Free some",
+                        )?;
+                    }
                 }
-                write!(
-                    f,
-                    "{grant}open with `Pinning::BestEffort` to continue unpinned"
+                f.write_str(
+                    "; or go on unpinned when pinning is refused, as the default, \
+                     `Pinning::BestEffort`, does: `Block::options().pinning(Pinning::BestEffort)`, \
+                     then `.open(len)` for a Block, or pass it to `Tape::with_options(len, ...)` \
+                     for a Tape or `Grid::with_options(...)` for a Grid",
                 )
             }
-            Error::Os { call, source } => write!(f, "{call} failed: {source}"),
+            Error::OutOfMemory {
+                bytes,
+                address_space_limit,
+                call,
+                ..
+            } => {
+                write!(f, "{call} refused {} of memory", Bytes(*bytes as u64))?;
+                match address_space_limit {
+                    Some(limit) => write!(
+                        f,
+                        ": this process may map at most {} (RLIMIT_AS), and that includes \
+                         everything it has mapped already. Raise the limit (`ulimit -v`), or \
+                         ask for less",
+                        Bytes(*limit)
+                    ),
+                    None => f.write_str(
+                        ": the address-space limit (`ulimit -v`) is not set, so the system is \
+                         out of memory or this process out of mappings (`vm.max_map_count`). \
+                         Ask for less, or free some",
+                    ),
+                }
+            }
+            Error::Os { call, source } => {
+                write!(f, "{call} failed")?;
+                match source.raw_os_error() {
+                    #[cfg(unix)]
+                    Some(EMFILE) => f.write_str(
+                        ": this process has run out of file descriptors. Each block on Linux \
+                         holds one, as long as it lives: open fewer, larger blocks (one Tape \
+                         or Grid serves many allocations), drop blocks you no longer need, or \
+                         raise the limit (`ulimit -n`)",
+                    ),
+                    #[cfg(unix)]
+                    Some(ENFILE) => f.write_str(
+                        ": the whole system has run out of open files. Each block on Linux \
+                         holds one: open fewer, larger blocks, close files, or raise the \
+                         system's limit (`sysctl fs.file-max`)",
+                    ),
+                    _ => Ok(()),
+                }
+            }
             Error::NotShareable { reason } => {
                 write!(
                     f,
@@ -130,8 +216,14 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::PinRefused { source, .. } | Error::Os { source, .. } => Some(source),
-            _ => None,
+            Error::PinRefused { source, .. }
+            | Error::OutOfMemory { source, .. }
+            | Error::Os { source, .. } => Some(source),
+            Error::ZeroLength
+            | Error::TooLarge { .. }
+            | Error::TooSmall { .. }
+            | Error::NotShareable { .. }
+            | Error::Unsupported { .. } => None,
         }
     }
 }
@@ -139,9 +231,11 @@ impl std::error::Error for Error {
 impl From<Error> for io::Error {
     fn from(err: Error) -> io::Error {
         let kind = match &err {
-            Error::ZeroLength | Error::TooLarge { .. } | Error::NotShareable { .. } => {
-                io::ErrorKind::InvalidInput
-            }
+            Error::ZeroLength
+            | Error::TooLarge { .. }
+            | Error::TooSmall { .. }
+            | Error::NotShareable { .. } => io::ErrorKind::InvalidInput,
+            Error::OutOfMemory { .. } => io::ErrorKind::OutOfMemory,
             Error::PinRefused { source, .. } | Error::Os { source, .. } => source.kind(),
             Error::Unsupported { .. } => io::ErrorKind::Unsupported,
         };
@@ -149,25 +243,28 @@ impl From<Error> for io::Error {
     }
 }
 
-/// Formats a byte count the way a person reads it: `64 MiB`, `8 KiB`, `3000 bytes`.
-struct Bytes(usize);
+/// Formats a byte count the way a person reads it: `64 MiB`, `8 KiB`, `1000 bytes`, and
+/// `2.9 KiB (3000 bytes)` or `16.0 EiB (18446744073709551615 bytes)` when no unit divides it.
+struct Bytes(u64);
 
 impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-        let mut unit = None;
-        let mut value = self.0;
-        for name in UNITS {
-            if value < 1024 || value % 1024 != 0 {
-                break;
-            }
-            value /= 1024;
-            unit = Some(name);
+        const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+        let bytes = self.0;
+        if bytes < 1024 {
+            return match bytes {
+                1 => f.write_str("1 byte"),
+                _ => write!(f, "{bytes} bytes"),
+            };
         }
-        match unit {
-            Some(name) => write!(f, "{value} {name}"),
-            None if value == 1 => f.write_str("1 byte"),
-            None => write!(f, "{value} bytes"),
+        // The largest unit that is at most `bytes`: 1024^(exponent + 1).
+        let exponent = ((63 - bytes.leading_zeros()) / 10 - 1) as usize;
+        let unit = 1u64 << (10 * (exponent + 1));
+        if bytes % unit == 0 {
+            write!(f, "{} {}", bytes / unit, UNITS[exponent])
+        } else {
+            let value = bytes as f64 / unit as f64;
+            write!(f, "{value:.1} {} ({bytes} bytes)", UNITS[exponent])
         }
     }
 }
@@ -176,55 +273,146 @@ impl fmt::Display for Bytes {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
+    const _: () = assert!(EMFILE == libc::EMFILE && ENFILE == libc::ENFILE);
+
+    /// An OS error whose own text can be told apart from anything our messages say.
+    fn os_error(errno: i32) -> io::Error {
+        io::Error::from_raw_os_error(errno)
+    }
+
+    /// The message does not repeat what `source()` says, so cause chains print it once.
+    fn assert_source_not_repeated(err: &Error) {
+        let text = err.to_string();
+        let source = std::error::Error::source(err).expect("an OS error underneath");
+        let source = source.to_string();
+        assert!(
+            !text.contains(&source),
+            "{text:?} repeats its source {source:?}"
+        );
+    }
+
     #[test]
     fn byte_counts_read_like_a_person_writes_them() {
         assert_eq!(Bytes(64 << 20).to_string(), "64 MiB");
         assert_eq!(Bytes(8192).to_string(), "8 KiB");
-        assert_eq!(Bytes(3000).to_string(), "3000 bytes");
+        assert_eq!(Bytes(1000).to_string(), "1000 bytes");
         assert_eq!(Bytes(1).to_string(), "1 byte");
+        assert_eq!(Bytes(3000).to_string(), "2.9 KiB (3000 bytes)");
+        assert_eq!(Bytes(3 << 19).to_string(), "1.5 MiB (1572864 bytes)");
+        assert_eq!(
+            Bytes(u64::MAX).to_string(),
+            "16.0 EiB (18446744073709551615 bytes)"
+        );
+        assert_eq!(Bytes(1 << 60).to_string(), "1 EiB");
     }
 
     #[test]
-    fn pin_refusal_names_the_limit_and_every_way_out() {
+    fn pin_refusal_names_what_is_locked_the_limit_and_every_way_out() {
         let err = Error::PinRefused {
             bytes: 64 << 20,
+            locked: Some(6 << 20),
             limit: Some(8 << 20),
-            source: io::Error::from_raw_os_error(12),
+            source: os_error(12),
         };
         let text = err.to_string();
-        // Linux's way out is a capability; a Mac's is launchd's limit.
-        let platform = if cfg!(target_vendor = "apple") {
-            "launchctl limit memlock"
-        } else {
-            "CAP_IPC_LOCK"
-        };
         for needle in [
-            "64 MiB",
+            "pinning 64 MiB",
+            "6 MiB locked already",
             "RLIMIT_MEMLOCK is 8 MiB",
             "ulimit -l",
-            platform,
-            "BestEffort",
+            "CAP_IPC_LOCK",
+            "Pinning::BestEffort",
+            "Tape::with_options(len, ...)",
+            "Grid::with_options(...)",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from {text:?}");
         }
-        assert!(std::error::Error::source(&err).is_some());
+        assert_source_not_repeated(&err);
     }
 
     #[test]
-    fn pin_refusal_without_a_limit_names_what_else_stops_it() {
+    fn pin_refusal_without_a_limit_blames_the_system() {
         let err = Error::PinRefused {
-            bytes: 64 << 20,
+            bytes: 4096,
+            locked: Some(1 << 30),
             limit: None,
-            source: io::Error::from_raw_os_error(12),
+            source: os_error(11),
         };
         let text = err.to_string();
-        let platform = if cfg!(target_vendor = "apple") {
-            "vm.user_wire_limit"
-        } else {
-            "short of lockable memory"
-        };
-        for needle in ["is not what stopped it", platform, "BestEffort"] {
+        for needle in ["pinning 4 KiB", "1 GiB locked already", "short of lockable"] {
             assert!(text.contains(needle), "{needle:?} missing from {text:?}");
+        }
+        assert_source_not_repeated(&err);
+    }
+
+    #[test]
+    fn too_large_speaks_in_human_units() {
+        let text = Error::TooLarge {
+            requested: usize::MAX,
+            max: (isize::MAX as usize) & !4095,
+        }
+        .to_string();
+        assert!(text.contains("16.0 EiB"), "{text}");
+        assert!(text.contains("8.0 EiB"), "{text}");
+    }
+
+    #[test]
+    fn an_address_space_refusal_names_the_size_and_the_limit() {
+        let err = Error::OutOfMemory {
+            bytes: 1 << 30,
+            address_space_limit: Some(512 << 20),
+            call: "mmap",
+            source: os_error(12),
+        };
+        let text = err.to_string();
+        for needle in ["mmap refused 1 GiB", "512 MiB", "RLIMIT_AS", "ulimit -v"] {
+            assert!(text.contains(needle), "{needle:?} missing from {text:?}");
+        }
+        assert_source_not_repeated(&err);
+        assert_eq!(io::Error::from(err).kind(), io::ErrorKind::OutOfMemory);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn running_out_of_descriptors_says_so_and_what_to_do() {
+        let err = Error::Os {
+            call: "memfd_create",
+            source: os_error(libc::EMFILE),
+        };
+        let text = err.to_string();
+        for needle in [
+            "memfd_create failed",
+            "out of file descriptors",
+            "fewer, larger blocks",
+            "ulimit -n",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from {text:?}");
+        }
+        assert_source_not_repeated(&err);
+        let text = Error::Os {
+            call: "memfd_create",
+            source: os_error(libc::ENFILE),
+        }
+        .to_string();
+        assert!(text.contains("fs.file-max"), "{text}");
+    }
+
+    #[test]
+    fn no_message_repeats_its_source() {
+        for err in [
+            Error::Os {
+                call: "mmap",
+                source: os_error(22),
+            },
+            Error::PinRefused {
+                bytes: 4096,
+                locked: None,
+                limit: Some(4096),
+                source: os_error(1),
+            },
+        ] {
+            assert_source_not_repeated(&err);
         }
     }
 }

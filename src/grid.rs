@@ -1,9 +1,10 @@
 //! [`Grid`]: `N` fixed cells of `CELL` bytes in one [`Block`], taken and given back lock-free.
 //!
 //! The model is taught on [`Grid`] itself (this module is private). The atomic part lives in
-//! `bitmap`, the per-thread pocket in `stash`.
+//! `bitmap`, the per-thread pocket in `stash`, the handles to a taken cell in `cell`.
 
 mod bitmap;
+mod cell;
 #[cfg(all(test, loom))]
 mod loom_tests;
 mod stash;
@@ -12,10 +13,10 @@ use crate::block::{Block, OpenOptions};
 use crate::error::Error;
 use bitmap::Bitmap;
 use core::fmt;
-use core::mem::ManuallyDrop;
-use core::ops::{Deref, DerefMut};
 use core::ptr;
+use std::sync::Arc;
 
+pub use cell::{Cell, OwnedCell, Plain};
 pub use stash::Stash;
 
 /// `N` cells of `CELL` bytes in one [`Block`], taken and given back lock-free.
@@ -31,11 +32,12 @@ pub use stash::Stash;
 /// - Giving the cell back ([`Grid::give`], or simply dropping the `Cell`) sets the bit again
 ///   with one atomic `fetch_or`.
 ///
-/// So at every moment a cell is owned by exactly one of: the grid (bit set), one `Cell` value,
-/// or one [`Stash`]. Because `Cell` is neither `Clone` nor `Copy` and returns its cell when
-/// dropped, a cell can be neither given twice nor lost (short of [`core::mem::forget`]), and
-/// a `Cell` cannot outlive its grid. Nothing is allocated after [`Grid::new`], and there is no
-/// ABA hazard: a bitmap holds no pointers or versions that a stale read could confuse.
+/// So at every moment a cell is owned by exactly one of: the grid (bit set), one `Cell` (or
+/// [`OwnedCell`]) value, or one [`Stash`]. Because a cell handle is neither `Clone` nor `Copy`
+/// and returns its cell when dropped, a cell can be neither given twice nor lost (short of
+/// [`core::mem::forget`]), and a cell cannot outlive its grid. Nothing is allocated after the
+/// grid is made, and there is no ABA hazard: a bitmap holds no pointers or versions that a
+/// stale read could confuse.
 ///
 /// Claiming is an acquire and returning a release, so whatever a cell's previous owner wrote
 /// into it is visible to the next owner, on whichever thread.
@@ -53,11 +55,12 @@ pub use stash::Stash;
 /// A take+give cycle through the grid is two locked read-modify-writes on a shared word,
 /// several nanoseconds each, and each moves the word's cache line to the calling core; with
 /// several threads on one word, that line ping-pongs between them.
-/// A [`Stash`] is a single thread's pocket of free cells: it claims up to 32 cells of one word
-/// with a single atomic operation, hands them out and takes them back with plain loads and
-/// stores, and returns them half a pocket at a time, one atomic operation per word. A cycle
-/// through a stash costs a nanosecond or two. (`benches/grid.rs` measures both against
-/// `malloc`, `Box`, a mutex-protected free list and `mmap`.)
+/// A [`Stash`] is a single thread's pocket of free cells: it claims 32 cells at once (with a
+/// single atomic operation when one word has them, as it usually does), hands them out and
+/// takes them back with plain loads and stores, and returns them half a pocket at a time, one
+/// atomic operation per word. A cycle through a stash costs a nanosecond or two.
+/// (`benches/grid.rs` measures both against `malloc`, `Box`, a mutex-protected free list and
+/// `mmap`.)
 ///
 /// ```
 /// use unimem::Grid;
@@ -67,34 +70,137 @@ pub use stash::Stash;
 /// let mut cell = grid.take().expect("a fresh grid has free cells");
 /// cell[..5].copy_from_slice(b"frame");
 /// assert_eq!(cell.len(), 4096);
-/// assert_eq!(grid.free(), 255);
+/// assert_eq!((grid.remaining(), grid.used()), (255, 1));
 /// // `cell.offset()` within `grid.block()` is what a device given the block's handle needs.
 /// assert!(cell.offset() + 4096 <= grid.block().len());
 /// grid.give(cell); // or drop it
-/// assert_eq!(grid.free(), 256);
+/// assert_eq!(grid.remaining(), 256);
+/// # Ok::<(), unimem::Error>(())
+/// ```
+///
+/// # Typed cells
+///
+/// A cell is bytes, and a slice of any primitive integer or float ([`Plain`]) over the same
+/// bytes, with no copy and no `unsafe`:
+///
+/// ```
+/// let grid = unimem::Grid::<4096, 16>::new()?;
+/// let mut cell = grid.take().unwrap();
+/// let samples: &mut [f32] = cell.as_mut_slice_of::<f32>(); // 1024 samples
+/// samples.iter_mut().enumerate().for_each(|(i, x)| *x = i as f32);
+/// assert_eq!(cell.as_slice_of::<f32>()[1023], 1023.0);
+/// assert_eq!(cell.as_slice_of::<u16>().len(), 2048); // the same bytes, seen as u16
+/// # Ok::<(), unimem::Error>(())
+/// ```
+///
+/// # Sharing a grid between threads
+///
+/// A [`Cell`] borrows its grid, so a grid shared with `std::thread::spawn` (whose closures
+/// must be `'static`) needs one of three patterns:
+///
+/// **Scoped threads** borrow the grid from the stack; cells and stashes go to the threads as
+/// they are, and the scope ends before the grid is dropped:
+///
+/// ```
+/// use unimem::Grid;
+///
+/// let grid = Grid::<1024, 64>::new()?;
+/// std::thread::scope(|s| {
+///     for worker in 0..4u8 {
+///         let grid = &grid;
+///         s.spawn(move || {
+///             let mut stash = grid.stash();
+///             let mut cell = stash.take().expect("16 cells a worker");
+///             cell.fill(worker);
+///             stash.give(cell);
+///         });
+///     }
+/// });
+/// assert_eq!(grid.remaining(), 64);
+/// # Ok::<(), unimem::Error>(())
+/// ```
+///
+/// **A `static` grid** lives as long as the program, so its cells and stashes are `'static`
+/// and go anywhere, at a stash's full speed. Make it in a [`LazyLock`](std::sync::LazyLock)
+/// (or a [`OnceLock`](std::sync::OnceLock) to handle the error), or leak one with
+/// [`Box::leak`]:
+///
+/// ```
+/// use std::sync::LazyLock;
+/// use unimem::{Cell, Grid};
+///
+/// static FRAMES: LazyLock<Grid<4096, 64>> =
+///     LazyLock::new(|| Grid::new().expect("a grid of 256 KiB"));
+///
+/// let (send, receive) = std::sync::mpsc::channel::<Cell<'static, 4096, 64>>();
+/// let consumer = std::thread::spawn(move || {
+///     receive.iter().map(|cell| cell.as_slice_of::<u32>()[0]).sum::<u32>()
+/// });
+/// let mut stash = FRAMES.stash();
+/// for n in 1..=10 {
+///     let mut cell = stash.take().expect("free cells");
+///     cell.as_mut_slice_of::<u32>()[0] = n;
+///     send.send(cell).unwrap();
+/// }
+/// drop(send);
+/// assert_eq!(consumer.join().unwrap(), 55);
+/// ```
+///
+/// **An `Arc<Grid>`** is dropped when its last user is done: [`Grid::take_owned`] gives an
+/// [`OwnedCell`] that holds a clone of the `Arc`, so it is `'static` and keeps the grid alive.
+/// It costs one atomic increment and decrement of the `Arc`'s counter per cell, which is why
+/// stashes do not hand out owned cells (see [`OwnedCell`]).
+///
+/// ```
+/// use std::sync::Arc;
+/// use unimem::Grid;
+///
+/// let grid = Arc::new(Grid::<4096, 64>::new()?);
+/// let workers: Vec<_> = (0..4u8)
+///     .map(|worker| {
+///         let mut cell = grid.take_owned().expect("free cells");
+///         std::thread::spawn(move || {
+///             cell.fill(worker);
+///             cell // sent back to the spawning thread, still owned
+///         })
+///     })
+///     .collect();
+/// for (worker, handle) in workers.into_iter().enumerate() {
+///     assert!(handle.join().unwrap().iter().all(|&byte| byte == worker as u8));
+/// }
+/// assert_eq!(grid.remaining(), 64);
 /// # Ok::<(), unimem::Error>(())
 /// ```
 ///
 /// # Parameters
 ///
 /// `CELL` must be a non-zero multiple of 64 (so every cell starts on a cache line), `N` must
-/// be non-zero, and `CELL × N` must fit in memory; a grid that breaks a rule does not compile:
+/// be non-zero, and `CELL × N` must fit in memory. A grid that breaks a rule does not build:
 ///
 /// ```compile_fail,E0080
 /// // error: CELL must be a multiple of 64
 /// let grid = unimem::Grid::<100, 8>::new();
 /// ```
 ///
+/// The rules are checked when the compiler generates the grid's code, which `cargo check`
+/// (and so an editor's live diagnostics) never does: a bad grid passes `cargo check` without
+/// a word, and is reported by `cargo build`, `cargo test` or `cargo run` as error E0080, with
+/// the rule it breaks and a note naming the instance (`Grid::<100, 8>::with_options`). Stable
+/// Rust cannot check a const parameter any earlier. The same holds for the element type of a
+/// [typed view](Cell::as_slice_of).
+///
 /// Cells are at least 64-byte aligned, lie inside [`block`](Grid::block) and hold whatever
-/// their last owner left in them (zeroes, when fresh).
+/// their last owner left in them: zeroes when the block is fresh, what the block held when
+/// it came from elsewhere ([`Grid::on`]).
 pub struct Grid<const CELL: usize, const N: usize> {
     block: Block,
     free: Bitmap,
 }
 
 impl<const CELL: usize, const N: usize> Grid<CELL, N> {
-    /// The parameter rules, checked where `new` is instantiated.
-    const CHECK: () = {
+    /// The bytes `N` cells take, `CELL × N`; evaluating it checks the parameter rules where
+    /// the grid's code is generated.
+    const BYTES: usize = {
         assert!(
             CELL > 0,
             "Grid<CELL, N>: CELL is 0; a cell must hold at least 64 bytes"
@@ -108,17 +214,22 @@ impl<const CELL: usize, const N: usize> Grid<CELL, N> {
             N > 0,
             "Grid<CELL, N>: N is 0; a grid must have at least one cell"
         );
-        assert!(
-            match CELL.checked_mul(N) {
-                Some(bytes) => bytes <= isize::MAX as usize,
-                None => false,
-            },
-            "Grid<CELL, N>: CELL × N overflows: no block can hold more than isize::MAX bytes"
-        );
+        match CELL.checked_mul(N) {
+            Some(bytes) if bytes <= isize::MAX as usize => bytes,
+            _ => panic!(
+                "Grid<CELL, N>: CELL × N overflows: no block can hold more than isize::MAX bytes"
+            ),
+        }
     };
 
     /// Opens a grid in a new lazy [`Block`], pinned where the platform can pin (see
     /// [`Block::open`]).
+    ///
+    /// ```
+    /// let grid = unimem::Grid::<256, 100>::new()?;
+    /// assert_eq!((grid.capacity(), grid.remaining()), (100, 100));
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
     ///
     /// # Errors
     /// Those of [`Block::open`]: on Linux and macOS chiefly [`Error::PinRefused`] when
@@ -150,8 +261,47 @@ impl<const CELL: usize, const N: usize> Grid<CELL, N> {
     /// # Errors
     /// Those of [`OpenOptions::open`].
     pub fn with_options(options: &OpenOptions) -> Result<Self, Error> {
-        let () = Self::CHECK;
-        let block = options.open(CELL * N)?;
+        Self::on(options.open(Self::BYTES)?)
+    }
+
+    /// Puts a grid on a block the caller opened: unpinned, warm, or received from another
+    /// process. The cells are the block's first `CELL × N` bytes, all free, and hold what the
+    /// block holds; bytes beyond them are not used.
+    ///
+    /// A cell hands out `&mut` access to its bytes, so the grid must be the only thing touching
+    /// them. A block opened here guarantees that; a block received from another process
+    /// (`Block::from_fd`, `Block::from_mach_port`) does only under the agreement its `unsafe`
+    /// constructor's `# Safety` section describes.
+    ///
+    /// ```
+    /// use unimem::{Block, Error, Grid, Pinning};
+    ///
+    /// let block = Block::options().pinning(Pinning::BestEffort).open(64 * 4096)?;
+    /// let grid = Grid::<4096, 64>::on(block)?;
+    /// assert_eq!(grid.remaining(), 64);
+    ///
+    /// let small = Block::options().pinning(Pinning::BestEffort).open(4096)?;
+    /// let err = Grid::<4096, 64>::on(small).unwrap_err();
+    /// assert!(matches!(err, Error::TooSmall { needed: 262144, .. }));
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::TooSmall`] if the block has fewer than `CELL × N` bytes; the block is dropped.
+    pub fn on(block: Block) -> Result<Self, Error> {
+        let needed = Self::BYTES;
+        if block.len() < needed {
+            return Err(Error::TooSmall {
+                needed,
+                len: block.len(),
+            });
+        }
+        // Every cell's 64-byte alignment (and so every typed view's) rests on this.
+        assert_eq!(
+            block.as_ptr().addr() % 64,
+            0,
+            "Block broke its promise of a page-aligned base address"
+        );
         Ok(Grid {
             block,
             free: Bitmap::all_free(N),
@@ -167,9 +317,33 @@ impl<const CELL: usize, const N: usize> Grid<CELL, N> {
     /// `None` means the search found every word empty; a cell given back behind the search
     /// while it ran may be missed.
     #[inline]
+    #[must_use = "a cell that is not kept goes straight back to the grid"]
     pub fn take(&self) -> Option<Cell<'_, CELL, N>> {
-        let index = self.free.claim_one(self.home_word())?;
+        let index = self.free.claim_one(self.thread_start_word())?;
         Some(Cell { grid: self, index })
+    }
+
+    /// Takes a free cell that keeps the grid alive, or `None` if every cell is out: an
+    /// [`OwnedCell`], `'static`, for threads from `std::thread::spawn` and other places a
+    /// borrowed [`Cell`] cannot go. As [`take`](Grid::take), plus an `Arc` clone.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// let grid = Arc::new(unimem::Grid::<64, 2>::new()?);
+    /// let cell = grid.take_owned().unwrap();
+    /// drop(grid); // the cell keeps the grid alive
+    /// assert_eq!(cell.grid().remaining(), 1);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[must_use = "a cell that is not kept goes straight back to the grid"]
+    pub fn take_owned(self: &Arc<Self>) -> Option<OwnedCell<CELL, N>> {
+        let index = self.free.claim_one(self.thread_start_word())?;
+        Some(OwnedCell {
+            grid: Arc::clone(self),
+            index,
+        })
     }
 
     /// Gives `cell` back, for when that reads better than dropping it.
@@ -180,24 +354,34 @@ impl<const CELL: usize, const N: usize> Grid<CELL, N> {
     #[inline]
     #[track_caller]
     pub fn give(&self, cell: Cell<'_, CELL, N>) {
-        self.check_home(&cell, "Grid");
+        self.assert_cell_came_from_here(&cell, "Grid");
         drop(cell);
     }
 
     /// A pocket of free cells for one thread: see [`Stash`].
+    #[must_use = "a stash does nothing until cells are taken from it"]
     pub fn stash(&self) -> Stash<'_, CELL, N> {
         Stash::new(self)
     }
 
-    /// How many cells are in the grid now: not taken, and not held by a [`Stash`]. Exact
+    /// How many cells are free in the grid now: not taken, and not held by a [`Stash`]. Exact
     /// when no other thread takes or gives meanwhile. It reads every word of the bitmap, so
     /// keep it off hot paths.
-    pub fn free(&self) -> usize {
+    #[must_use]
+    pub fn remaining(&self) -> usize {
         self.free.count()
+    }
+
+    /// How many cells are out now: taken, or held by a [`Stash`]; `capacity() - remaining()`,
+    /// with the same caveats as [`remaining`](Grid::remaining).
+    #[must_use]
+    pub fn used(&self) -> usize {
+        N - self.remaining()
     }
 
     /// How many cells the grid has: `N`.
     #[inline]
+    #[must_use]
     pub const fn capacity(&self) -> usize {
         N
     }
@@ -205,24 +389,38 @@ impl<const CELL: usize, const N: usize> Grid<CELL, N> {
     /// The block the cells live in: for its [`handle`](Block::handle), which together with
     /// [`Cell::offset`] tells a device where a cell is.
     #[inline]
+    #[must_use]
     pub fn block(&self) -> &Block {
         &self.block
     }
 
     /// The bitmap word this thread searches first.
     #[inline]
-    fn home_word(&self) -> usize {
+    fn thread_start_word(&self) -> usize {
         let words = N.div_ceil(bitmap::BITS);
-        if words == 1 { 0 } else { home::word(words) }
+        if words == 1 {
+            0
+        } else {
+            thread_start::word(words)
+        }
     }
 
-    /// Panics unless `cell` came from this grid.
+    /// The first byte of cell `index`.
+    #[inline]
+    fn cell_start(&self, index: usize) -> *mut u8 {
+        debug_assert!(index < N);
+        // SAFETY: `index < N` (every index comes from the bitmap, which holds `N` bits) and the
+        // block holds at least `CELL × N` bytes (`on`), so the cell lies inside the block.
+        unsafe { self.block.as_ptr().add(index * CELL) }
+    }
+
+    /// Panics unless `cell` came from this grid; `to` names what it was given to.
     #[inline]
     #[track_caller]
-    fn check_home(&self, cell: &Cell<'_, CELL, N>, what: &str) {
+    fn assert_cell_came_from_here(&self, cell: &Cell<'_, CELL, N>, to: &str) {
         assert!(
             ptr::eq(self, cell.grid),
-            "cell {} was taken from a different Grid (at {:p}) than the {what} it was given \
+            "cell {} was taken from a different Grid (at {:p}) than the {to} it was given \
              to (whose grid is at {:p}); give a cell back to the grid it came from, or simply \
              drop it: a dropped cell returns to its own grid",
             cell.index,
@@ -237,7 +435,7 @@ impl<const CELL: usize, const N: usize> fmt::Debug for Grid<CELL, N> {
         f.debug_struct("Grid")
             .field("cell", &CELL)
             .field("capacity", &N)
-            .field("free", &self.free())
+            .field("remaining", &self.remaining())
             .field("block", &self.block)
             .finish()
     }
@@ -246,7 +444,7 @@ impl<const CELL: usize, const N: usize> fmt::Debug for Grid<CELL, N> {
 /// Where each thread starts its search: threads are dealt out over the words as they first
 /// take, so that two threads begin on different cache lines.
 #[cfg(not(loom))]
-mod home {
+mod thread_start {
     use core::cell::Cell;
     // Not the model-checked atomics: which word a thread starts at never matters for
     // correctness, only for speed.
@@ -283,125 +481,46 @@ mod home {
 /// Under loom every thread starts at the first word: loom replays each execution from the
 /// start, and a hint kept outside the model would differ between replays.
 #[cfg(loom)]
-mod home {
+mod thread_start {
     #[inline]
     pub(super) fn word(_words: usize) -> usize {
         0
     }
 }
 
-/// One cell of a [`Grid`], yours until you drop it or give it back.
+/// A take whose result is dropped does nothing (the cell goes straight back), so each warns:
 ///
-/// Derefs to exactly `CELL` bytes, at least 64-byte aligned. A `Cell` can be sent to another
-/// thread (it is `Send`), and it borrows its grid, so it cannot outlive it:
-///
-/// ```compile_fail,E0597
-/// let cell = {
-///     let grid = unimem::Grid::<64, 4>::new().unwrap();
-///     grid.take().unwrap()
-/// }; // error: `grid` does not live long enough
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// let grid = unimem::Grid::<64, 1>::new().unwrap();
+/// grid.take(); // error: unused `Option` that must be used
 /// ```
 ///
-/// Dropping a cell returns it to its grid, whichever thread drops it.
-pub struct Cell<'g, const CELL: usize, const N: usize> {
-    grid: &'g Grid<CELL, N>,
-    index: usize,
-}
-
-impl<'g, const CELL: usize, const N: usize> Cell<'g, CELL, N> {
-    /// The cell's number in its grid, in `0..N`.
-    #[inline]
-    pub fn index(&self) -> usize {
-        self.index
-    }
-
-    /// Where the cell starts in [`Grid::block`], in bytes: `index() × CELL`.
-    #[inline]
-    pub fn offset(&self) -> usize {
-        self.index * CELL
-    }
-
-    /// The first byte; valid for `CELL` bytes while the cell is yours.
-    #[inline]
-    pub fn as_ptr(&self) -> *const u8 {
-        self.start()
-    }
-
-    /// The first byte, for writing; valid for `CELL` bytes while the cell is yours.
-    #[inline]
-    pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.start()
-    }
-
-    /// The grid the cell came from, and goes back to.
-    #[inline]
-    pub fn grid(&self) -> &'g Grid<CELL, N> {
-        self.grid
-    }
-
-    #[inline]
-    fn start(&self) -> *mut u8 {
-        // SAFETY: `index < N` and the block holds at least `CELL × N` bytes, so the cell lies
-        // inside the block's allocation.
-        unsafe { self.grid.block.as_ptr().add(self.offset()) }
-    }
-
-    /// Gives up the handle without returning the cell: the caller now owns it.
-    #[inline]
-    fn into_index(self) -> usize {
-        ManuallyDrop::new(self).index
-    }
-}
-
-impl<const CELL: usize, const N: usize> Deref for Cell<'_, CELL, N> {
-    type Target = [u8];
-
-    #[inline]
-    fn deref(&self) -> &[u8] {
-        // SAFETY: the cell's `CELL` bytes lie inside the block (see `start`) and are
-        // initialised (the block is zeroed at creation). This `Cell` is their only owner: the
-        // bitmap hands each cell to one claimant at a time, and a `Cell` cannot be copied.
-        unsafe { core::slice::from_raw_parts(self.start(), CELL) }
-    }
-}
-
-impl<const CELL: usize, const N: usize> DerefMut for Cell<'_, CELL, N> {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `deref`; `&mut self` makes this the only view of the bytes for as
-        // long as the slice lives.
-        unsafe { core::slice::from_raw_parts_mut(self.start(), CELL) }
-    }
-}
-
-impl<const CELL: usize, const N: usize> AsRef<[u8]> for Cell<'_, CELL, N> {
-    #[inline]
-    fn as_ref(&self) -> &[u8] {
-        self
-    }
-}
-
-impl<const CELL: usize, const N: usize> AsMut<[u8]> for Cell<'_, CELL, N> {
-    #[inline]
-    fn as_mut(&mut self) -> &mut [u8] {
-        self
-    }
-}
-
-impl<const CELL: usize, const N: usize> Drop for Cell<'_, CELL, N> {
-    #[inline]
-    fn drop(&mut self) {
-        self.grid.free.release(self.index);
-    }
-}
-
-impl<const CELL: usize, const N: usize> fmt::Debug for Cell<'_, CELL, N> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cell")
-            .field("index", &self.index)
-            .field("offset", &self.offset())
-            .field("len", &CELL)
-            .field("ptr", &self.as_ptr())
-            .finish()
-    }
-}
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// let grid = std::sync::Arc::new(unimem::Grid::<64, 1>::new().unwrap());
+/// grid.take_owned(); // error: unused `Option` that must be used
+/// ```
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// let grid = unimem::Grid::<64, 1>::new().unwrap();
+/// grid.stash(); // error: unused `Stash` that must be used
+/// ```
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// let grid = unimem::Grid::<64, 1>::new().unwrap();
+/// let mut stash = grid.stash();
+/// stash.take(); // error: unused `Option` that must be used
+/// ```
+///
+/// ```
+/// #![deny(unused_must_use)]
+/// let grid = unimem::Grid::<64, 1>::new().unwrap();
+/// let mut stash = grid.stash();
+/// let _cell = stash.take(); // the same lines, with every result kept, compile
+/// let _owned = std::sync::Arc::new(unimem::Grid::<64, 1>::new().unwrap()).take_owned();
+/// ```
+#[cfg(doctest)]
+struct DroppedTakesWarn;

@@ -6,11 +6,22 @@
 //! from it in hot loops, millions of times a second, and throw a whole forward pass away in one
 //! step. unimem is that layer, in three types:
 //!
-//! - [`Block`]: pinned, shareable memory with an address that never changes until drop.
+//! - [`Block`]: shareable memory, pinned in RAM where the system allows it, with an address
+//!   that never changes until drop.
 //! - [`Tape`]: a lock-free bump allocator over a Block: `take` is one atomic step, `clear`
 //!   rewinds everything at once, and per-thread [`Lane`]s take without any atomic at all.
 //! - [`Grid`]: `N` cells of `CELL` bytes in one Block, taken and given back lock-free; a
 //!   [`Cell`] returns itself when dropped, and a per-thread [`Stash`] batches the traffic.
+//!
+//! **Pinned when the system allows it, and working when it does not.** Pinning counts against
+//! the memory-lock limit, which is 8 MiB for an ordinary user on most Linux systems, far less
+//! than the hundreds of MiB a tape of tensors needs. So by default a block is pinned when the
+//! limit leaves room for all of it and opened unpinned when it does not
+//! ([`Pinning::BestEffort`]), rather than failing on the first call; [`Block::is_pinned`]
+//! (also through [`Tape::block`] and [`Grid::block`]) says which happened. Raise the limit
+//! (`ulimit -l`) or grant `CAP_IPC_LOCK` to have everything pinned, and ask for
+//! [`Pinning::Required`] where running unpinned is not acceptable: it gives an
+//! [`Error::PinRefused`] that says what is locked already and what the limit is.
 //!
 //! ```
 //! use unimem::Tape;
@@ -30,14 +41,21 @@
 //!
 //! | | macOS | Linux | elsewhere, and under Miri |
 //! |---|---|---|---|
-//! | the memory | an `IOSurface`, locked for CPU access for its whole life | a memfd sealed against shrinking and growing, mapped shared | a page-aligned heap region |
-//! | pinned | `mlock`: wired in RAM (the IOSurface lock bounds CPU access; Apple does not document it as wiring) | `mlock2`: locked in RAM, as pages fault in when the block is lazy | never |
+//! | the memory | an `IOSurface`, locked for CPU access (`IOSurfaceLock`) for its whole life | a memfd sealed against shrinking and growing, mapped shared | a page-aligned heap region |
+//! | pinned means | `mlock`: resident; Apple's `mlock(2)` promises no non-resident page fault until unlocked. The IOSurface lock only bounds CPU access, in Apple's words; it is not what pins | `mlock2`: resident, locked as the pages fault in when the block is lazy | never pinned |
+//! | physical addresses | not visible to user code, and not documented as fixed: devices reach the memory through Apple's frameworks (Metal, Core ML), given the IOSurface | may change: the kernel migrates locked pages (memory compaction does by default, `/proc/sys/vm/compact_unevictable_allowed`) | may change |
 //! | shared with | GPU, ANE, AMX through [`Block::handle`] (the `IOSurfaceRef`); other processes through a mach port | other processes and drivers through the fd; nobody can truncate it under us | nothing |
 //!
-//! Pinning is subject to the memory-lock limit (`RLIMIT_MEMLOCK`, 8 MiB by default on Linux
-//! for unprivileged users). [`Pinning::Required`], the default, turns a refusal into an
-//! [`Error::PinRefused`] that names the limit and the ways out; [`Pinning::BestEffort`] carries
-//! on unpinned and says so through [`Block::is_pinned`].
+//! So "pinned" means resident: no access waits for a disk, and no page is swapped out. A
+//! device that is told *physical* addresses needs more than that, and on Linux only its driver
+//! can give it: a long-term pin taken when the memory is registered with the device (CUDA's
+//! `cudaHostRegister`, RDMA memory registration, VFIO's DMA mapping) holds the pages in place
+//! until the registration ends. Register the block's memory (its base address and length, or
+//! its fd where the driver imports one) with the driver, and keep the block alive until it is
+//! unregistered.
+//!
+//! Whether a block got pinned is [`Block::is_pinned`]; see [`Pinning`] for the choices and the
+//! memory-lock limit.
 //!
 //! # Who may touch the memory, and when
 //!
@@ -91,6 +109,13 @@ macro_rules! backend {
 }
 
 mod block;
+backend! {
+    native: {
+        #[cfg(all(feature = "cuda", target_os = "linux"))]
+        #[cfg_attr(docsrs, doc(cfg(all(feature = "cuda", target_os = "linux"))))]
+        pub mod cuda;
+    }
+}
 mod error;
 mod ffi;
 mod grid;
@@ -101,7 +126,7 @@ mod tape;
 
 pub use block::{Block, Handle, OpenOptions, Pinning};
 pub use error::Error;
-pub use grid::{Cell, Grid, Stash};
+pub use grid::{Cell, Grid, OwnedCell, Plain, Stash};
 pub use tape::{Lane, Mark, Tape};
 
 /// The README's examples, compiled and run as doctests so that they stay true.

@@ -7,9 +7,10 @@
 //! # Linux
 //!
 //! A block is a memfd. Hand its descriptor to the other process — over a Unix socket with
-//! `send_fd` and `recv_fd`, by inheritance, or with `pidfd_getfd` — and map it there with
-//! `Block::from_fd` (or `OpenOptions::open_fd` to choose pinning and warming), or without
-//! write access as a `ReadOnlyBlock`.
+//! `send_block` and `recv_fd`, or as an owned descriptor from `Block::export_fd` — and map it
+//! there with `Block::from_fd` (or `OpenOptions::open_fd` to choose pinning and warming), or
+//! without write access as a `ReadOnlyBlock`. Handing the descriptor out is `unsafe`:
+//! see [handing out a block's descriptor](#handing-out-a-blocks-descriptor-linux).
 //!
 //! The receiving side trusts nothing about what it was sent: it maps only a memfd that nobody
 //! can truncate under it ([sealing before sizing](#sealing-before-sizing-linux)), and refuses
@@ -61,6 +62,35 @@
 //!
 //! unimem's own blocks are sealed against shrinking and growing from birth, and their seals
 //! are sealed, so no holder of the descriptor can ever resize them.
+//!
+//! # Handing out a block's descriptor (Linux)
+//!
+//! A block's memfd descriptor can write its memory: with `write` and `pwrite`, through a new
+//! writable mapping, and wherever it is passed on to. The references that safe code holds
+//! into a block (a tape's takes, a grid's cells) rely on nothing else changing the bytes
+//! behind them, and std's [I/O safety](std::io#io-safety) rules make a library that offers
+//! safe references into a shared mapping answer for its descriptor. So no safe call hands it
+//! out: `Block` implements neither `AsFd` nor `AsRawFd`, and `Block::export_fd`,
+//! `ReadOnlyBlock::export_fd` and `send_block` are `unsafe`. Their caller promises that:
+//!
+//! - nothing writes through the descriptor, or through any descriptor or mapping made from
+//!   it, in this process or another, to bytes that safe code in this process references
+//!   through the block, nor reads bytes that such code is writing;
+//! - every process the descriptor reaches keeps the protocol agreed for the memory (who
+//!   touches which bytes when), and passes it on only to processes that do.
+//!
+//! Read-only export would be no safer, so there is none: whoever holds a read-only descriptor
+//! of a memfd can reopen it read-write through `/proc/<pid>/fd/<n>`, and unimem's blocks
+//! cannot be sealed against writing (their seals are sealed, and shared writes are the point).
+//! A `ReadOnlyBlock` limits what this process does through its own mapping, not what its
+//! descriptor allows.
+//!
+//! [`Block::handle`](crate::Block::handle) still gives the descriptor's number, a
+//! [`RawFd`](std::os::fd::RawFd): a plain integer, which carries no access. Acting on it takes
+//! `unsafe` ([`BorrowedFd::borrow_raw`](std::os::fd::BorrowedFd::borrow_raw),
+//! [`OwnedFd::from_raw_fd`](std::os::fd::FromRawFd::from_raw_fd)), under the same promise.
+//! Opening `/proc/self/fd/<n>`, which safe code can do for any number, counts with
+//! `/proc/self/mem` among the things outside the program that std's I/O safety does not cover.
 
 backend! {
     native: {
@@ -73,7 +103,7 @@ backend! {
 
         #[cfg(target_os = "linux")]
         #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
-        pub use {linux::ReadOnlyBlock, socket::{recv_fd, send_fd}};
+        pub use {linux::ReadOnlyBlock, socket::{recv_fd, send_block, send_fd}};
         #[cfg(target_vendor = "apple")]
         #[cfg_attr(docsrs, doc(cfg(target_vendor = "apple")))]
         pub use apple::MachPort;

@@ -2,9 +2,22 @@
 //! code runs on real atomics and, under `--cfg loom`, on loom's model-checked ones.
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// Thread-local storage with a constant initialiser: std's, or under loom one slot per
+/// modelled thread. With a type that has no `Drop`, std's needs no lazy initialisation,
+/// registers no destructor and allocates nothing.
+macro_rules! thread_local_const {
+    ($vis:vis static $name:ident: $t:ty = $init:expr;) => {
+        #[cfg(not(loom))]
+        std::thread_local! { $vis static $name: $t = const { $init }; }
+        #[cfg(loom)]
+        loom::thread_local! { $vis static $name: $t = $init; }
+    };
+}
+pub(crate) use thread_local_const;
 
 /// Aligns its contents to 128 bytes so that two of them never share a cache line.
 ///

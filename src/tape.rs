@@ -2,16 +2,19 @@
 //!
 //! The model is documented on [`Tape`] itself, where users see it.
 
+#[cfg(feature = "allocator-api2")]
+mod allocator;
 mod lane;
 #[cfg(all(test, loom))]
 mod loom_tests;
+mod per_thread;
 mod typed;
 
 pub use lane::Lane;
 
-use crate::block::Block;
+use crate::block::{Block, OpenOptions};
 use crate::error::Error;
-use crate::sync::{AtomicUsize, CachePadded, Ordering::Relaxed};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, CachePadded, Ordering::Relaxed};
 use core::fmt;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
@@ -60,14 +63,24 @@ use core::ptr::NonNull;
 ///   cleared through [`clear_shared`](Tape::clear_shared), whose contract puts on the caller
 ///   what `&mut` would otherwise prove.
 ///
+/// # How takes stay fast on many threads
+///
+/// A locked read-modify-write on a shared cursor costs several nanoseconds on current x86
+/// cores even when no other core wants the line, and several times that when cores take
+/// turns owning it. So [`take`](Tape::take) does not touch the shared cursor on every call:
+/// each thread that keeps taking from a tape claims a *chunk* of it (with one atomic step)
+/// and hands out pieces of it with plain arithmetic, about a nanosecond a take, with no
+/// traffic between cores. A thread's first kilobyte from a tape, requests large against its
+/// chunk and the last bytes of a nearly full tape go exactly to the shared cursor, so chunks
+/// cost little memory: see [`take`](Tape::take) for the bound. Where an uncontended
+/// compare-and-swap is cheap (Apple silicon), a tape takes at the shared cursor until two
+/// threads first collide on it, and through chunks from then on.
+///
 /// # Why lanes
 ///
-/// A take from a shared tape is one atomic compare-and-swap on the cursor, which is as cheap
-/// as a shared cursor can be. But a locked read-modify-write still costs several nanoseconds
-/// on current x86 cores even when no other core wants the line, and several times that when
-/// cores take turns owning it. A [`Lane`] claims a chunk of the tape with one such step and
-/// then hands out pieces of it with plain arithmetic on a private cursor: about a nanosecond
-/// per take, and no traffic between cores. Each thread takes its own lane:
+/// A [`Lane`] is the same idea under the caller's control: a chunk of a size the caller
+/// chooses, held by a value rather than by the thread, and handed back when it is dropped.
+/// Its takes skip even the thread-local look-up. Each thread takes its own lane:
 ///
 /// ```
 /// use unimem::Tape;
@@ -99,17 +112,41 @@ use core::ptr::NonNull;
 // them: see `advance` for why the cursor's order alone guarantees that.
 pub struct Tape {
     /// On a cache line of their own: every take changes `cursor`, so nothing else that threads
-    /// read should share its line. `peak` may: only `clear` and `rewind` write it.
+    /// read should share its line. `peak` may: only `clear`, `rewind` and a lane handing back
+    /// its chunk write it.
     counters: CachePadded<Counters>,
+    /// This tape among all tapes the process ever made: never reused, so that neither a
+    /// [`Mark`] nor a thread's chunk of a dropped tape is mistaken for one of a new tape that
+    /// got the same address.
+    id: u64,
+    /// Moves on at every clear and rewind, so that every thread's chunk (see `per_thread`)
+    /// taken before is known to be gone. Read by every take, written only when nothing else
+    /// runs: on the line after `counters`, with the block's address and length.
+    generation: AtomicU64,
     block: Block,
+}
+
+/// Hands out tape identities. Real atomics even under loom: no model races on it, and a
+/// loom atomic cannot be a `static`.
+static NEXT_ID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+
+/// A fresh tape identity. 2^64 tapes cannot be made in a process's life (one per nanosecond
+/// is 584 years), so a counter never wraps.
+fn fresh_id() -> u64 {
+    NEXT_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
 }
 
 struct Counters {
     /// Offset of the first free byte, `<= capacity`. It only grows between rewinds, apart from
     /// lanes handing back chunk tails nobody claimed after.
     cursor: AtomicUsize,
-    /// The largest cursor seen at a clear or rewind, so that `take` never has to update it.
+    /// The largest cursor seen at a clear, a rewind or a lane handing back its tail (the only
+    /// times the cursor goes down), so that `take` never has to update it.
     peak: AtomicUsize,
+    /// Whether an exchange on `cursor` ever failed: where compare-and-swap is cheap, takes
+    /// use per-thread chunks only from then on (`per_thread::CAS_UNTIL_CONTENDED`). Written
+    /// once, read by every take along with `cursor`, whose line it shares on purpose.
+    contended: AtomicBool,
 }
 
 /// A checkpoint in a [`Tape`], from [`Tape::mark`], to [`rewind`](Tape::rewind) to later.
@@ -118,8 +155,8 @@ struct Counters {
 /// rewinding to it after the tape was cleared below it, panics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark {
-    /// The tape's base address: two live tapes never share one.
-    tape: usize,
+    /// The tape's identity, never shared with any other tape, live or dropped.
+    tape: u64,
     offset: usize,
 }
 
@@ -132,6 +169,7 @@ impl Mark {
     /// assert_eq!(tape.mark().used(), 100);
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[must_use]
     pub fn used(&self) -> usize {
         self.offset
     }
@@ -174,6 +212,24 @@ impl Tape {
         Block::options().warm(true).open(len).map(Tape::on)
     }
 
+    /// Opens a [`Block`] of at least `len` bytes as `options` say (pinning, warmth) and puts a
+    /// tape on it: [`start`](Tape::start) and [`start_warm`](Tape::start_warm) with every
+    /// choice open.
+    ///
+    /// # Errors
+    /// Those of [`OpenOptions::open`].
+    ///
+    /// ```
+    /// use unimem::{Block, Pinning, Tape};
+    ///
+    /// let tape = Tape::with_options(32 << 20, Block::options().pinning(Pinning::BestEffort))?;
+    /// assert!(tape.capacity() >= 32 << 20);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn with_options(len: usize, options: &OpenOptions) -> Result<Tape, Error> {
+        options.open(len).map(Tape::on)
+    }
+
     /// Puts a tape on a block the caller opened: unpinned, warm, or received from another
     /// process. The whole block is the tape's capacity.
     ///
@@ -190,17 +246,28 @@ impl Tape {
     /// assert!(tape.capacity() >= 32 << 20);
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    ///
+    /// # Panics
+    /// If the block's base address is not aligned to 4096 bytes. Every block this crate opens
+    /// or adopts is (`Block` checks adopted memory), so this only catches a broken backend: the
+    /// tape's alignment arithmetic relies on it.
+    #[track_caller]
     pub fn on(block: Block) -> Tape {
-        debug_assert_eq!(
-            block.as_ptr().addr() % BASE_ALIGN,
-            0,
-            "blocks are page-aligned"
+        let base = block.as_ptr().addr();
+        assert!(
+            base % BASE_ALIGN == 0,
+            "Tape::on: the block's base address {base:#x} is not aligned to {BASE_ALIGN} bytes, \
+             which takes of alignments up to a page rely on; blocks from `Block::open` always \
+             are, so this block came from a backend or an adopted mapping that broke that promise"
         );
         Tape {
             counters: CachePadded(Counters {
                 cursor: AtomicUsize::new(0),
                 peak: AtomicUsize::new(0),
+                contended: AtomicBool::new(false),
             }),
+            id: fresh_id(),
+            generation: AtomicU64::new(0),
             block,
         }
     }
@@ -218,8 +285,24 @@ impl Tape {
     }
 
     /// Takes `size` bytes aligned to `align` and returns a pointer to the first, or `None` if
-    /// the tape cannot fit them. Lock-free: one atomic compare-and-swap on the cursor, retried
-    /// only when another thread took in between.
+    /// the tape cannot fit them. Lock-free, and without an atomic step on most calls: the
+    /// bytes come from this thread's chunk of the tape, claimed from the shared cursor with
+    /// one compare-and-swap per chunk. No allocation, no lock, and nothing to drop at thread
+    /// exit. Like `malloc`, it is not async-signal-safe: a signal handler must not take from
+    /// a tape that the thread it interrupted may be taking from.
+    ///
+    /// What chunks cost: a thread takes its first kilobyte from a tape (after taking from
+    /// another) exactly at the shared cursor, and only then claims chunks, starting at 1 KiB
+    /// and doubling up to 64 KiB, never more than an eighth of what is free. Requests larger
+    /// than a quarter of the next chunk, and every take once no chunk of at least 256 bytes
+    /// fits, go exactly to the shared cursor, so one thread can fill a tape to the byte. A
+    /// thread holds the rest of at most one chunk per tape; when it moves to a fresh chunk it
+    /// leaves at most an eighth of the old one (plus up to 127 bytes of alignment) behind, and
+    /// when it leaves for another tape for good, or ends, at most the rest of its chunk. So
+    /// with `N` threads, a take fails only when less than it asked for is free at the cursor
+    /// and in its own chunk, with at most `N - 1` chunks of 64 KiB elsewhere; clears and
+    /// rewinds take every chunk back. A thread that moves between tapes on every take never
+    /// claims a chunk at all.
     ///
     /// The bytes are the caller's until the tape is [cleared](Tape::clear), rewound past them
     /// or dropped; their contents are whatever was there before (zero on a fresh tape).
@@ -241,16 +324,30 @@ impl Tape {
     /// assert!(tape.take(usize::MAX, 1).is_none()); // never overflows
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    ///
+    /// Ignoring the result warns: the bytes would stay taken with nobody to use them.
+    ///
+    /// ```compile_fail
+    /// #![deny(unused_must_use)]
+    /// let tape = unimem::Tape::start(4096).unwrap();
+    /// tape.take(8, 8); // error: unused return value of `Tape::take` that must be used
+    /// ```
     #[inline]
+    #[must_use = "the bytes stay taken until the tape is cleared; use the pointer or don't take"]
+    #[track_caller]
     pub fn take(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
         check_align(align);
-        let base = self.block.as_non_null().addr().get();
-        let capacity = self.block.len();
-        let place = |cursor| fit(base, cursor, size, align, capacity);
-        let start = if size == 0 {
-            place(self.counters.cursor.load(Relaxed))?.0
-        } else {
-            self.advance(place)?.0
+        if size == 0 {
+            let cursor = self.counters.cursor.load(Relaxed);
+            let (start, _) = fit(self.base(), cursor, 0, align, self.capacity())?;
+            return Some(self.at(start));
+        }
+        if per_thread::CAS_UNTIL_CONTENDED && !self.counters.contended.load(Relaxed) {
+            return self.take_until_contended(size, align);
+        }
+        let start = match per_thread::bump(self, size, align) {
+            Some(start) => start,
+            None => per_thread::take_slow(self, size, align)?,
         };
         Some(self.at(start))
     }
@@ -272,6 +369,7 @@ impl Tape {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     #[inline]
+    #[must_use = "the memory stays taken until the tape is cleared"]
     #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
     pub fn take_slice<T>(&self, n: usize) -> Option<&mut [MaybeUninit<T>]> {
         typed::slice(&mut &*self, n)
@@ -286,7 +384,9 @@ impl Tape {
     /// assert_eq!(weights, &[4.0, 2.0, 3.0]);
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[doc(alias = "alloc_slice_copy")]
     #[inline]
+    #[must_use = "the memory stays taken until the tape is cleared"]
     #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
     pub fn take_copy<T: Copy>(&self, items: &[T]) -> Option<&mut [T]> {
         typed::copy(&mut &*self, items)
@@ -303,6 +403,7 @@ impl Tape {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     #[inline]
+    #[must_use = "the memory stays taken until the tape is cleared"]
     #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
     pub fn take_fill<T: Clone>(&self, n: usize, value: T) -> Option<&mut [T]> {
         typed::fill(&mut &*self, n, value)
@@ -318,7 +419,9 @@ impl Tape {
     /// assert_eq!(*header, [7, 8, 7, 7]);
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[doc(alias = "alloc")]
     #[inline]
+    #[must_use = "the memory stays taken until the tape is cleared"]
     #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
     pub fn take_value<T>(&self, value: T) -> Option<&mut T> {
         typed::value(&mut &*self, value)
@@ -345,6 +448,7 @@ impl Tape {
     /// assert_eq!(tape.peak(), 16);
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[doc(alias = "reset")]
     #[inline]
     pub fn clear(&mut self) {
         self.rewind_to(0);
@@ -356,7 +460,8 @@ impl Tape {
     /// # Safety
     /// - Nothing taken from this tape before the call is used after it: no slice from the
     ///   typed takes is alive, and no pointer from [`take`](Tape::take) is dereferenced again.
-    /// - No [`Lane`] of this tape is alive during the call.
+    /// - No [`Lane`] of this tape is alive during the call. (The chunks threads hold behind
+    ///   [`take`](Tape::take) need nothing: the clear takes them all back.)
     /// - No other call on this tape runs concurrently with it, and every use of memory taken
     ///   before it *happens before* it, while it *happens before* every take after it: the
     ///   threads synchronise around it (a join, a barrier, a mutex, a channel). Otherwise a
@@ -398,13 +503,14 @@ impl Tape {
     ///
     /// A mark made while a lane holds a chunk counts the whole chunk; if the lane then hands
     /// its unused tail back, the mark is ahead of the cursor and rewinding to it panics.
-    /// Make marks while no lane is alive.
+    /// Make marks while no lane is alive. (Chunks that threads hold behind
+    /// [`take`](Tape::take) are counted too, and a rewind takes them back.)
     ///
     /// ```
     /// let mut tape = unimem::Tape::start(4096)?;
     /// let weights = tape.take(256, 8).unwrap();
     /// let mark = tape.mark();
-    /// for _ in 0..10 {
+    /// for _ in 0..5 {
     ///     tape.take_fill(100, 0u8).unwrap(); // scratch
     ///     tape.rewind(mark);
     /// }
@@ -413,9 +519,10 @@ impl Tape {
     /// # let _ = weights;
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[must_use]
     pub fn mark(&self) -> Mark {
         Mark {
-            tape: self.block.as_non_null().addr().get(),
+            tape: self.id,
             offset: self.counters.cursor.load(Relaxed),
         }
     }
@@ -424,9 +531,11 @@ impl Tape {
     /// `&mut self`, so nothing taken after the mark can still be borrowed.
     ///
     /// # Panics
-    /// If `mark` came from another tape, or lies ahead of the cursor (it was made before a
-    /// clear or a rewind to an earlier mark). A stale mark that is not ahead of the cursor is
-    /// not detected: it rewinds to where it says, which is safe but probably not intended.
+    /// If `mark` came from another tape (even one since dropped, whose memory this tape now
+    /// uses: every tape has an identity of its own), or lies ahead of the cursor (it was made
+    /// before a clear or a rewind to an earlier mark). A stale mark of this tape that is not
+    /// ahead of the cursor is not detected: it rewinds to where it says, which is safe but
+    /// probably not intended.
     ///
     /// ```should_panic
     /// let mut a = unimem::Tape::start(4096)?;
@@ -434,13 +543,15 @@ impl Tape {
     /// a.rewind(b.mark()); // panics: the mark belongs to `b`
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[track_caller]
     pub fn rewind(&mut self, mark: Mark) {
-        let base = self.block.as_non_null().addr().get();
         assert!(
-            mark.tape == base,
-            "Tape::rewind: this mark was made by another tape (at {:#x}, this one is at \
-             {base:#x}); rewind a tape only to its own marks",
-            mark.tape
+            mark.tape == self.id,
+            "Tape::rewind: this mark was made by another tape (tape #{}, this is tape #{}), \
+             perhaps one since dropped whose memory this tape reuses; rewind a tape only to \
+             its own marks",
+            mark.tape,
+            self.id
         );
         let used = self.used();
         assert!(
@@ -453,8 +564,10 @@ impl Tape {
         self.rewind_to(mark.offset);
     }
 
-    /// Bytes taken so far (alignment padding included), counting whole chunks held by live
-    /// lanes.
+    /// Bytes reserved so far: every take, its alignment padding, the whole chunks held by
+    /// live lanes and by threads taking through [`take`](Tape::take) (up to 64 KiB each, see
+    /// there), and what threads left behind in chunks. Exact, byte for byte, for takes that
+    /// do not use chunks, such as the first kilobyte a thread takes.
     ///
     /// ```
     /// let tape = unimem::Tape::start(4096)?;
@@ -468,7 +581,8 @@ impl Tape {
         self.counters.cursor.load(Relaxed)
     }
 
-    /// Bytes still free: `capacity() - used()`.
+    /// Bytes still free at the shared cursor: `capacity() - used()`. Threads' chunks hold
+    /// more, which only their threads can take.
     ///
     /// ```
     /// let tape = unimem::Tape::start(4096)?;
@@ -494,9 +608,12 @@ impl Tape {
         self.block.len()
     }
 
-    /// The high-water mark: the most bytes ever used at once, over all clears and rewinds.
-    /// Run a representative workload once and size the tape to this (plus a chunk per lane,
-    /// which lanes hold while they live).
+    /// The high-water mark of [`used`](Tape::used): the most bytes ever reserved at once,
+    /// over all clears and rewinds. It counts what was reserved, not only what was handed out:
+    /// whole chunks held by lanes count from the moment they are claimed, and stay counted
+    /// when a lane hands the unused end back. So it never goes down, and a tape of `peak()`
+    /// bytes runs the same workload, the same way, without running out. Run a representative
+    /// workload once and size the tape to this.
     ///
     /// ```
     /// let mut tape = unimem::Tape::start(4096)?;
@@ -507,9 +624,9 @@ impl Tape {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     pub fn peak(&self) -> usize {
-        // Exact without any work in `take`: between two rewinds the cursor only grows (a lane
-        // handing back its tail only undoes its own chunk), so its value just before each
-        // rewind, and now, are the only maxima.
+        // Exact without any work in `take`: the cursor only grows, except at a rewind or when
+        // a lane hands back its tail, and both record the cursor before lowering it. So the
+        // recorded values and the cursor now hold every maximum.
         self.counters.peak.load(Relaxed).max(self.used())
     }
 
@@ -553,6 +670,7 @@ impl Tape {
     /// assert_eq!(a[0] + b[0], 3);
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[must_use = "a lane only claims memory when it takes; an unused lane does nothing"]
     pub fn lane(&self) -> Lane<'_> {
         self.lane_with_chunk(Lane::DEFAULT_CHUNK)
     }
@@ -572,6 +690,8 @@ impl Tape {
     /// assert_eq!(tape.used(), 1); // ...and gives back the unused tail when it goes
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[must_use = "a lane only claims memory when it takes; an unused lane does nothing"]
+    #[track_caller]
     pub fn lane_with_chunk(&self, chunk: usize) -> Lane<'_> {
         assert!(
             chunk > 0,
@@ -581,15 +701,72 @@ impl Tape {
         Lane::new(self, chunk)
     }
 
+    /// The block's first byte, as an address.
+    #[inline(always)]
+    fn base(&self) -> usize {
+        self.block.as_non_null().addr().get()
+    }
+
+    /// `size` bytes straight from the shared cursor, exactly where it is: `(start, end)`.
+    #[inline]
+    fn take_exact(&self, size: usize, align: usize) -> Option<(usize, usize)> {
+        let (base, capacity) = (self.base(), self.capacity());
+        self.advance(|cursor| fit(base, cursor, size, align, capacity))
+    }
+
+    /// A take through the shared cursor that notices contention: the first exchange that
+    /// fails marks the tape contended, and this take and every later one go through
+    /// per-thread chunks.
+    #[cold]
+    #[inline(never)]
+    fn take_until_contended(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        let shared = &self.counters.cursor;
+        let cursor = shared.load(Relaxed);
+        let (start, end) = fit(self.base(), cursor, size, align, self.capacity())?;
+        // Strong, not weak: a failure must mean that another thread took.
+        if shared
+            .compare_exchange(cursor, end, Relaxed, Relaxed)
+            .is_ok()
+        {
+            return Some(self.at(start));
+        }
+        self.counters.contended.store(true, Relaxed);
+        per_thread::take_slow(self, size, align).map(|start| self.at(start))
+    }
+
+    /// Claims a chunk of up to `len` bytes for a thread whose chunk ends at `after` (see
+    /// `per_thread`): right there if nobody took since, so the chunks join up; otherwise, if
+    /// the thread `may_move`, on a cache line of its own wherever the cursor is. Never more
+    /// than an eighth of what is free, and nothing when that is below `MIN_CHUNK` or `need`.
+    /// Returns `(start, end)` offsets.
+    fn claim_thread_chunk(
+        &self,
+        after: usize,
+        len: usize,
+        need: usize,
+        may_move: bool,
+    ) -> Option<(usize, usize)> {
+        let (base, capacity) = (self.base(), self.capacity());
+        self.advance(|cursor| {
+            let align = match cursor == after {
+                true => 1,
+                false if may_move => CHUNK_ALIGN,
+                false => return None,
+            };
+            let len = len.min((capacity - cursor) / 8);
+            if len < per_thread::MIN_CHUNK.max(need) {
+                return None;
+            }
+            fit(base, cursor, len, align, capacity)
+        })
+    }
+
     /// Claims `len` bytes for a lane whose current chunk ends at `after`: right there if
     /// nobody took since, so the chunks join up; otherwise, if the lane `may_move`, wherever
     /// the cursor is, aligned so that two lanes never share a cache line. Returns `(start,
     /// end)` offsets.
     fn claim_chunk(&self, after: usize, len: usize, may_move: bool) -> Option<(usize, usize)> {
-        /// As `CachePadded`: the unit in which cores trade cache lines.
-        const CHUNK_ALIGN: usize = 128;
-        let base = self.block.as_non_null().addr().get();
-        let capacity = self.block.len();
+        let (base, capacity) = (self.base(), self.capacity());
         self.advance(|cursor| match cursor == after {
             true => fit(base, cursor, len, 1, capacity),
             false if may_move => fit(base, cursor, len, CHUNK_ALIGN, capacity),
@@ -600,6 +777,9 @@ impl Tape {
     /// Undoes the last claim if it ended at `end` and nobody claimed after it, keeping
     /// `[.., kept)` taken: how a lane hands back the tail of its chunk.
     fn give_back(&self, end: usize, kept: usize) {
+        // The peak counts what was reserved, so it must hear of `end` before the cursor drops
+        // below it; otherwise `peak()` could go down with no clear in between.
+        self.counters.peak.fetch_max(end, Relaxed);
         // Relaxed is enough: the bytes handed back were never touched, so there is nothing
         // to publish to their next owner.
         let _ = (self.counters.cursor).compare_exchange(end, kept, Relaxed, Relaxed);
@@ -631,9 +811,13 @@ impl Tape {
     fn rewind_to(&self, offset: usize) {
         // Plain loads and stores, not read-modify-writes: nothing runs concurrently (`&mut`,
         // or `clear_shared`'s contract), and this keeps a clear to a couple of instructions.
-        let Counters { cursor, peak } = &*self.counters;
+        let Counters { cursor, peak, .. } = &*self.counters;
         peak.store(peak.load(Relaxed).max(cursor.load(Relaxed)), Relaxed);
         cursor.store(offset, Relaxed);
+        // Every thread's chunk is of the old generation now, so none hands out a byte again.
+        // A u64 does not wrap in the life of a process (one rewind a nanosecond: 584 years).
+        let generation = &self.generation;
+        generation.store(generation.load(Relaxed).wrapping_add(1), Relaxed);
     }
 
     /// The byte `offset` bytes into the block.
@@ -656,6 +840,10 @@ impl fmt::Debug for Tape {
             .finish()
     }
 }
+
+/// Where a chunk starts unless it joins the one before: as `CachePadded`, the unit in which
+/// cores trade cache lines, so that two threads' chunks never share one.
+const CHUNK_ALIGN: usize = 128;
 
 /// Every block's base is aligned at least this much (a page is never smaller).
 const BASE_ALIGN: usize = 4096;

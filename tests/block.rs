@@ -3,7 +3,7 @@
 #[cfg(all(target_os = "linux", not(miri)))]
 mod support;
 
-use unimem::{Block, Error, Pinning};
+use unimem::{Block, Error, Pinning, Tape};
 
 /// Whether this process may lock any amount of memory: it holds CAP_IPC_LOCK, or its
 /// RLIMIT_MEMLOCK is unlimited.
@@ -90,6 +90,11 @@ fn zero_and_absurd_lengths_are_errors() {
 
 #[test]
 fn options_choose_pinning() {
+    assert_eq!(
+        Pinning::default(),
+        Pinning::BestEffort,
+        "opening must work for every user by default"
+    );
     let off = Block::options().pinning(Pinning::Off).open(4096).unwrap();
     assert!(!off.is_pinned());
     let best = Block::options()
@@ -114,6 +119,58 @@ fn options_choose_pinning() {
 }
 
 #[test]
+fn a_range_view_leaves_values_outside_it_valid() {
+    // What `Block::range` is for: a tape keeps handing out values, one of them is held
+    // (and used after), and the bytes of another allocation are viewed as raw bytes meanwhile.
+    // Under Miri (Stacked and Tree Borrows) this checks that the views do not invalidate
+    // `counter`, as a whole-block view would.
+    let tape = Tape::on(Block::options().pinning(Pinning::Off).open(8192).unwrap());
+    let counter: &mut u64 = tape.take_value(41).unwrap();
+    let frame = tape.take(256, 64).unwrap();
+    let after: &mut [u32] = tape.take_fill(16, 3u32).unwrap();
+    let block = tape.block();
+    let at = block.offset_of(frame.as_ptr()).unwrap();
+    assert!(at >= 8, "the frame lies past the counter");
+
+    // SAFETY: the frame's bytes are used through this view alone while it lives, and no
+    // reference to them exists.
+    let bytes = unsafe { block.range_mut(at..at + 256) };
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    *counter += 1;
+    after[0] += 1;
+    // SAFETY: nothing writes the frame while this view lives; `bytes` is not used again.
+    let seen = unsafe { block.range(at..at + 256) };
+    *counter += 1;
+    after[15] += 1;
+    assert!(seen.iter().enumerate().all(|(i, &b)| b == i as u8));
+    assert_eq!(*counter, 43);
+    assert_eq!((after[0], after[1], after[15]), (4, 3, 4));
+    // Empty ranges are fine anywhere up to the end, and touch nothing.
+    // SAFETY: an empty view reads no byte.
+    assert!(unsafe { block.range(block.len()..block.len()) }.is_empty());
+}
+
+#[test]
+#[should_panic(expected = "is not a range of this block's")]
+fn a_range_past_the_end_panics() {
+    let block = Block::open(1).unwrap();
+    let len = block.len();
+    // SAFETY: nothing else uses the block; the call panics before making a view.
+    let _ = unsafe { block.range(len - 8..len + 1) };
+}
+
+#[test]
+#[should_panic(expected = "Block::range_mut: 9..8 is not a range")]
+#[allow(clippy::reversed_empty_ranges, reason = "the mistake under test")]
+fn a_decreasing_range_panics() {
+    let block = Block::open(1).unwrap();
+    // SAFETY: nothing else uses the block; the call panics before making a view.
+    let _ = unsafe { block.range_mut(9..8) };
+}
+
+#[test]
 fn block_is_send_and_sync_and_debug() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Block>();
@@ -133,7 +190,6 @@ fn block_is_send_and_sync_and_debug() {
 #[cfg(all(target_os = "linux", not(miri)))]
 mod linux {
     use super::*;
-    use std::os::fd::{AsFd, AsRawFd};
 
     fn vm_status(field: &str) -> usize {
         crate::support::status_bytes(field)
@@ -204,8 +260,6 @@ mod linux {
     fn the_handle_is_a_sealed_memfd() {
         let block = Block::open(8192).unwrap();
         let fd = block.handle();
-        assert_eq!(fd, block.as_raw_fd());
-        assert_eq!(fd, block.as_fd().as_raw_fd());
         let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
         assert!(
             target.to_string_lossy().starts_with("/memfd:unimem"),
@@ -297,16 +351,71 @@ mod linux {
         assert_eq!(rc, 0, "capset: {}", std::io::Error::last_os_error());
     }
 
-    const CHILD_ENV: &str = "UNIMEM_PIN_REFUSED_CHILD";
+    const CHILD_ENV: &str = "UNIMEM_BLOCK_TEST_CHILD";
+
+    /// Runs the ignored test `name` of this binary in a child process of its own, so that it
+    /// can lower its limits and drop capabilities, and checks that it ran and passed.
+    fn run_child(name: &str) {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                &format!("linux::{name}"),
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name} failed:\n{stdout}\n{stderr}");
+        assert!(
+            stdout.contains(&format!("child {name}: all checks passed")),
+            "{name} did not run its checks:\n{stdout}"
+        );
+    }
+
+    /// Refuses to run a child's checks outside `run_child`: they change process-wide limits.
+    fn in_child() {
+        assert!(
+            std::env::var_os(CHILD_ENV).is_some(),
+            "run by its parent test"
+        );
+    }
+
+    /// The type `getrlimit` takes its resource as, which differs between C libraries.
+    #[cfg(target_env = "gnu")]
+    type Resource = libc::__rlimit_resource_t;
+    #[cfg(not(target_env = "gnu"))]
+    type Resource = libc::c_int;
+
+    fn get_limit(resource: Resource) -> libc::rlimit {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: a valid, writable rlimit.
+        assert_eq!(unsafe { libc::getrlimit(resource, &mut limit) }, 0);
+        limit
+    }
+
+    /// Lowers the soft limit of `resource` to `soft` (anyone may lower a limit).
+    fn set_soft_limit(resource: Resource, soft: u64) {
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: get_limit(resource).rlim_max,
+        };
+        // SAFETY: a valid rlimit.
+        let rc = unsafe { libc::setrlimit(resource, &limit) };
+        assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
+    }
 
     /// Runs in a child process (see the test below): no CAP_IPC_LOCK, RLIMIT_MEMLOCK at 1 MiB.
     #[test]
     #[ignore = "runs only as the child of pinning_refused_is_a_clear_error_or_an_unpinned_block"]
     fn pinning_refused_child() {
-        assert!(
-            std::env::var_os(CHILD_ENV).is_some(),
-            "run by its parent test"
-        );
+        in_child();
         let limit = libc::rlimit {
             rlim_cur: 1 << 20,
             rlim_max: 1 << 20,
@@ -316,11 +425,21 @@ mod linux {
         drop_cap_ipc_lock();
 
         for warm in [false, true] {
-            let err = Block::options().warm(warm).open(64 << 20).unwrap_err();
+            let err = Block::options()
+                .warm(warm)
+                .pinning(Pinning::Required)
+                .open(64 << 20)
+                .unwrap_err();
             match &err {
-                Error::PinRefused { bytes, limit, .. } => {
+                Error::PinRefused {
+                    bytes,
+                    limit,
+                    locked,
+                    ..
+                } => {
                     assert_eq!(*bytes, 64 << 20);
                     assert_eq!(*limit, Some(1 << 20));
+                    assert_eq!(*locked, Some(0), "nothing is locked yet");
                 }
                 other => panic!("warm={warm}: expected PinRefused, got {other:?}"),
             }
@@ -344,29 +463,166 @@ mod linux {
         }
         // Within the limit, pinning still works without the capability.
         assert!(Block::open(256 << 10).unwrap().is_pinned());
-        println!("child: all pinning checks passed");
+        println!("child pinning_refused_child: all checks passed");
     }
 
     #[test]
     fn pinning_refused_is_a_clear_error_or_an_unpinned_block() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "linux::pinning_refused_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+        run_child("pinning_refused_child");
+    }
+
+    /// Runs in a child process: an ordinary user's limits (see the test below).
+    #[test]
+    #[ignore = "runs only as the child of the defaults_work_for_an_ordinary_user"]
+    fn ordinary_user_child() {
+        in_child();
+        // The stock limit of current distributions. Lowering is allowed for anyone; a limit
+        // already lower (old systems: 64 KiB) stays as it is.
+        let stock = 8 << 20;
+        let limit = get_limit(libc::RLIMIT_MEMLOCK).rlim_cur.min(stock);
+        set_soft_limit(libc::RLIMIT_MEMLOCK, limit);
+        drop_cap_ipc_lock();
+        let small: usize = 64 << 10;
         assert!(
-            stdout.contains("child: all pinning checks passed"),
-            "the child did not run its checks:\n{stdout}"
+            limit >= small as u64,
+            "RLIMIT_MEMLOCK is only {limit} bytes"
         );
+
+        // The first calls of the docs work, unpinned because the limit does not allow more.
+        let tape = Tape::start(256 << 20).unwrap();
+        assert!(!tape.block().is_pinned());
+        let value = tape.take_value(5u64).unwrap();
+        *value += 1;
+        assert_eq!(*value, 6);
+        let grid = unimem::Grid::<4096, 4096>::new().unwrap();
+        assert!(!grid.block().is_pinned());
+        let cell = grid.take().unwrap();
+        grid.give(cell);
+        let block = Block::open(256 << 20).unwrap();
+        assert!(!block.is_pinned());
+        pattern_round_trip(&Block::open(1 << 20).unwrap());
+
+        // What the limit allows is still pinned by default...
+        let pinned = Block::open(small).unwrap();
+        assert!(pinned.is_pinned());
+        // ...and `Required` refuses the rest, saying what is locked already.
+        let err = Block::options()
+            .pinning(Pinning::Required)
+            .open(256 << 20)
+            .unwrap_err();
+        match &err {
+            Error::PinRefused {
+                bytes,
+                locked,
+                limit: refused_at,
+                ..
+            } => {
+                assert_eq!(*bytes, 256 << 20);
+                assert_eq!(*locked, Some(small as u64));
+                assert_eq!(*refused_at, Some(limit));
+            }
+            other => panic!("expected PinRefused, got {other:?}"),
+        }
+        let text = err.to_string();
+        for needle in [
+            "pinning 256 MiB",
+            "64 KiB locked already",
+            "RLIMIT_MEMLOCK is",
+            "Tape::with_options",
+            "Grid::with_options",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from {text:?}");
+        }
+        println!("child ordinary_user_child: all checks passed");
+    }
+
+    /// Issue 11's bar: as a user with the stock 8 MiB lock limit, `Tape::start(256 << 20)` and
+    /// `Grid::<4096, 4096>::new()` succeed unpinned, and `Pinning::Required` explains itself.
+    /// Runs whoever runs the tests: the child lowers the limit and drops CAP_IPC_LOCK.
+    #[test]
+    fn defaults_work_for_an_ordinary_user() {
+        run_child("ordinary_user_child");
+    }
+
+    /// Runs in a child process: a descriptor limit just above what is open.
+    #[test]
+    #[ignore = "runs only as the child of running_out_of_descriptors_is_explained"]
+    fn out_of_descriptors_child() {
+        in_child();
+        let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+        set_soft_limit(libc::RLIMIT_NOFILE, open + 8);
+        let mut blocks = Vec::new();
+        let err = loop {
+            match Block::open(4096) {
+                Ok(block) => blocks.push(block),
+                Err(err) => break err,
+            }
+            assert!(blocks.len() <= 16, "the descriptor limit did not stop it");
+        };
+        assert!(!blocks.is_empty(), "the limit left no room at all");
+        match &err {
+            Error::Os { call, source } => {
+                assert_eq!(*call, "memfd_create");
+                assert_eq!(source.raw_os_error(), Some(libc::EMFILE));
+            }
+            other => panic!("expected Os(memfd_create, EMFILE), got {other:?}"),
+        }
+        let text = err.to_string();
+        for needle in [
+            "out of file descriptors",
+            "fewer, larger blocks",
+            "ulimit -n",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from {text:?}");
+        }
+        let source = std::error::Error::source(&err).unwrap().to_string();
+        assert!(!text.contains(&source), "{text:?} repeats {source:?}");
+        drop(blocks);
+        Block::open(4096).unwrap();
+        println!("child out_of_descriptors_child: all checks passed");
+    }
+
+    #[test]
+    fn running_out_of_descriptors_is_explained() {
+        run_child("out_of_descriptors_child");
+    }
+
+    /// Runs in a child process: an address-space limit 64 MiB above what is mapped.
+    #[test]
+    #[ignore = "runs only as the child of an_address_space_refusal_names_size_and_limit"]
+    fn address_space_child() {
+        in_child();
+        let mapped = crate::support::status_bytes("VmSize:") as u64;
+        let limit = ((mapped >> 20) + 64) << 20;
+        set_soft_limit(libc::RLIMIT_AS, limit);
+        let err = Block::open(1 << 30).unwrap_err();
+        match &err {
+            Error::OutOfMemory {
+                bytes,
+                address_space_limit,
+                call,
+                source,
+            } => {
+                assert_eq!(*bytes, 1 << 30);
+                assert_eq!(*address_space_limit, Some(limit));
+                assert_eq!(*call, "mmap");
+                assert_eq!(source.raw_os_error(), Some(libc::ENOMEM));
+            }
+            other => panic!("expected OutOfMemory, got {other:?}"),
+        }
+        let text = err.to_string();
+        let limit_text = format!("at most {} MiB", limit >> 20);
+        for needle in ["1 GiB", &limit_text, "RLIMIT_AS", "ulimit -v"] {
+            assert!(text.contains(needle), "{needle:?} missing from {text:?}");
+        }
+        // What fits still opens.
+        Block::open(1 << 20).unwrap();
+        println!("child address_space_child: all checks passed");
+    }
+
+    #[test]
+    fn an_address_space_refusal_names_size_and_limit() {
+        run_child("address_space_child");
     }
 }
 

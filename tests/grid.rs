@@ -2,10 +2,11 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use unimem::{Block, Cell, Grid, Pinning, Stash};
+use unimem::{Block, Cell, Error, Grid, OwnedCell, Pinning, Stash};
 
 /// A grid pinned if the system allows it, so that the tests do not depend on the memory-lock
 /// limit of the machine (tests of `Grid::new` itself use small grids).
@@ -21,6 +22,21 @@ fn take_all<const CELL: usize, const N: usize>(grid: &Grid<CELL, N>) -> Vec<Cell
     cells
 }
 
+/// Runs `check` on `threads` fresh threads, one after another.
+///
+/// Each thread starts its searches of a grid at its own bitmap word, chosen when it first
+/// takes, and the test runner's threads are reused by other tests: a check that holds on many
+/// fresh threads holds whichever thread runs it, under any `--test-threads`. Enough threads
+/// to start at every word of a grid of four words, whatever other tests do meanwhile.
+fn on_fresh_threads(check: impl Fn() + Sync) {
+    let threads = if cfg!(miri) { 6 } else { 32 };
+    for _ in 0..threads {
+        thread::scope(|s| {
+            s.spawn(&check);
+        });
+    }
+}
+
 /// The panic message of `f`, which must panic.
 fn panic_message(f: impl FnOnce()) -> String {
     let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
@@ -34,8 +50,8 @@ fn panic_message(f: impl FnOnce()) -> String {
 fn new_and_new_warm_open_grids_of_the_asked_shape() {
     let lazy = Grid::<64, 16>::new().unwrap();
     let warm = Grid::<128, 8>::new_warm().unwrap();
-    assert_eq!((lazy.capacity(), lazy.free()), (16, 16));
-    assert_eq!((warm.capacity(), warm.free()), (8, 8));
+    assert_eq!((lazy.capacity(), lazy.remaining()), (16, 16));
+    assert_eq!((warm.capacity(), warm.remaining()), (8, 8));
     assert!(lazy.block().len() >= 64 * 16);
     assert!(warm.block().len() >= 128 * 8);
 }
@@ -44,9 +60,9 @@ fn new_and_new_warm_open_grids_of_the_asked_shape() {
 fn exactly_n_takes_succeed_then_none() {
     let grid = grid::<64, 100>();
     let mut cells = take_all(&grid);
-    assert_eq!(grid.free(), 0);
+    assert_eq!(grid.remaining(), 0);
     let index = cells.pop().unwrap().index();
-    assert_eq!(grid.free(), 1);
+    assert_eq!(grid.remaining(), 1);
     assert_eq!(grid.take().unwrap().index(), index, "the one free cell");
 }
 
@@ -98,13 +114,13 @@ fn a_given_back_cell_keeps_its_bytes_for_the_next_owner() {
 fn dropping_or_giving_a_cell_returns_it() {
     let grid = grid::<64, 3>();
     let (a, b) = (grid.take().unwrap(), grid.take().unwrap());
-    assert_eq!(grid.free(), 1);
+    assert_eq!(grid.remaining(), 1);
     drop(a);
-    assert_eq!(grid.free(), 2);
+    assert_eq!(grid.remaining(), 2);
     grid.give(b);
-    assert_eq!(grid.free(), 3);
+    assert_eq!(grid.remaining(), 3);
     drop(take_all(&grid));
-    assert_eq!(grid.free(), 3);
+    assert_eq!(grid.remaining(), 3);
 }
 
 #[test]
@@ -118,8 +134,8 @@ fn a_cell_given_to_another_grid_panics_and_goes_home() {
     assert!(message.contains(&format!("cell {index} was taken from a different Grid")));
     assert!(message.contains("drop it"), "{message}");
     // The cell went back to `home`, and `other` was not touched.
-    assert_eq!(home.free(), 8);
-    assert_eq!(other.free(), 7);
+    assert_eq!(home.remaining(), 8);
+    assert_eq!(other.remaining(), 7);
     drop(held);
     assert_eq!(take_all(&home).len(), 8);
     assert_eq!(take_all(&other).len(), 8);
@@ -135,11 +151,11 @@ fn a_cell_given_to_another_grids_stash_panics_and_goes_home() {
     let message = panic_message(|| stash.give(cell));
     assert!(message.contains("different Grid"), "{message}");
     assert!(message.contains("Stash"), "{message}");
-    assert_eq!(home.free(), 8);
+    assert_eq!(home.remaining(), 8);
     assert_eq!(stash.held(), 7);
     stash.give(kept);
     drop(stash);
-    assert_eq!(other.free(), 8);
+    assert_eq!(other.remaining(), 8);
 }
 
 #[test]
@@ -150,7 +166,7 @@ fn a_cell_can_be_dropped_on_another_thread() {
     thread::scope(|s| {
         s.spawn(move || assert_eq!(cell[0], 42));
     });
-    assert_eq!(grid.free(), 4);
+    assert_eq!(grid.remaining(), 4);
 }
 
 #[test]
@@ -159,6 +175,7 @@ fn grids_cells_and_stashes_cross_threads_as_documented() {
     fn send<T: Send>() {}
     send_and_sync::<Grid<64, 4>>();
     send_and_sync::<Cell<'static, 64, 4>>();
+    send_and_sync::<OwnedCell<64, 4>>();
     send::<Stash<'static, 64, 4>>();
 }
 
@@ -173,7 +190,7 @@ fn debug_output_names_the_parts() {
     );
     let text = format!("{grid:?}");
     assert!(
-        text.contains("capacity: 4") && text.contains("free: 3"),
+        text.contains("capacity: 4") && text.contains("remaining: 3"),
         "{text}"
     );
     let stash = grid.stash();
@@ -182,24 +199,49 @@ fn debug_output_names_the_parts() {
 
 #[test]
 fn a_stash_refills_in_batches_and_returns_everything_when_dropped() {
+    // 200 cells: three words of 64 and a last word of 8, where some threads start.
     let grid = grid::<64, 200>();
-    let mut stash = grid.stash();
-    let first = stash.take().unwrap();
-    assert_eq!(stash.held(), 31, "a refill claims 32 cells");
-    assert_eq!(grid.free(), 200 - 32);
-    let mut cells = vec![first];
-    cells.extend((1..100).map(|_| stash.take().unwrap()));
-    let distinct: HashSet<_> = cells.iter().map(|cell| cell.index()).collect();
-    assert_eq!(distinct.len(), 100);
-    let mut out = cells.len();
-    for cell in cells {
-        stash.give(cell);
-        out -= 1;
-        assert!(stash.held() <= 64);
-        assert_eq!(grid.free() + stash.held(), 200 - out);
-    }
-    drop(stash);
-    assert_eq!(grid.free(), 200);
+    on_fresh_threads(|| {
+        let mut stash = grid.stash();
+        let first = stash.take().unwrap();
+        assert_eq!(stash.held(), 31, "a refill claims 32 cells");
+        assert_eq!(grid.remaining(), 200 - 32);
+        let mut cells = vec![first];
+        cells.extend((1..100).map(|_| stash.take().unwrap()));
+        let distinct: HashSet<_> = cells.iter().map(|cell| cell.index()).collect();
+        assert_eq!(distinct.len(), 100);
+        let mut out = cells.len();
+        for cell in cells {
+            stash.give(cell);
+            out -= 1;
+            assert!(stash.held() <= 64);
+            assert_eq!(grid.remaining() + stash.held(), 200 - out);
+        }
+        drop(stash);
+        assert_eq!(grid.remaining(), 200);
+    });
+}
+
+#[test]
+fn a_refill_takes_every_free_cell_when_the_grid_has_fewer_than_a_batch() {
+    let grid = grid::<64, 200>();
+    on_fresh_threads(|| {
+        let mut out = take_all(&grid);
+        let back = out.split_off(190);
+        let back: HashSet<_> = back.into_iter().map(|cell| cell.index()).collect();
+        let mut stash = grid.stash();
+        let mut cells = vec![stash.take().unwrap()];
+        assert_eq!(stash.held(), 9, "one refill claims all 10 free cells");
+        assert_eq!(grid.remaining(), 0);
+        cells.extend((0..9).map(|_| stash.take().unwrap()));
+        assert!(stash.take().is_none());
+        let taken: HashSet<_> = cells.iter().map(|cell| cell.index()).collect();
+        assert_eq!(taken, back);
+        cells.append(&mut out);
+        drop(cells);
+        drop(stash);
+        assert_eq!(grid.remaining(), 200);
+    });
 }
 
 #[test]
@@ -215,7 +257,7 @@ fn a_full_stash_returns_its_oldest_half() {
     }
     // The 65th give found 64 held, returned the 32 given first and kept the rest.
     assert_eq!(stash.held(), 33);
-    assert_eq!(grid.free(), 32);
+    assert_eq!(grid.remaining(), 32);
     let back: HashSet<_> = take_all_free(&grid);
     assert_eq!(back, indices[..32].iter().copied().collect());
 }
@@ -234,9 +276,9 @@ fn a_stash_flush_returns_what_it_holds() {
     assert!(stash.held() > 0);
     stash.flush();
     assert_eq!(stash.held(), 0);
-    assert_eq!(grid.free(), 99);
+    assert_eq!(grid.remaining(), 99);
     drop(cell);
-    assert_eq!(grid.free(), 100);
+    assert_eq!(grid.remaining(), 100);
 }
 
 #[test]
@@ -245,9 +287,9 @@ fn a_cell_from_a_stash_dropped_goes_to_the_grid() {
     let mut stash = grid.stash();
     let cell = stash.take().unwrap();
     let held = stash.held();
-    let free = grid.free();
+    let free = grid.remaining();
     drop(cell);
-    assert_eq!((stash.held(), grid.free()), (held, free + 1));
+    assert_eq!((stash.held(), grid.remaining()), (held, free + 1));
 }
 
 #[test]
@@ -265,7 +307,7 @@ fn a_stash_hands_out_every_cell_of_a_small_grid_once() {
             stash.give(cell);
         }
         drop(stash);
-        assert_eq!(grid.free(), N);
+        assert_eq!(grid.remaining(), N);
     }
     check::<1>();
     check::<5>();
@@ -292,7 +334,171 @@ fn two_stashes_share_a_grid_without_overlap() {
     assert_eq!(distinct.len(), 100);
     drop(cells);
     drop((left, right));
-    assert_eq!(grid.free(), 100);
+    assert_eq!(grid.remaining(), 100);
+}
+
+#[test]
+fn remaining_and_used_add_up_to_the_capacity() {
+    let grid = grid::<64, 100>();
+    assert_eq!(
+        (grid.capacity(), grid.remaining(), grid.used()),
+        (100, 100, 0)
+    );
+    let cells: Vec<_> = (0..30).map(|_| grid.take().unwrap()).collect();
+    let mut stash = grid.stash();
+    let kept = stash.take().unwrap();
+    assert_eq!(
+        grid.used(),
+        30 + 1 + stash.held(),
+        "cells in a stash are used"
+    );
+    assert_eq!(grid.remaining() + grid.used(), 100);
+    drop((cells, kept, stash));
+    assert_eq!((grid.remaining(), grid.used()), (100, 0));
+}
+
+fn open_block(len: usize) -> Block {
+    Block::options()
+        .pinning(Pinning::BestEffort)
+        .open(len)
+        .unwrap()
+}
+
+#[test]
+fn on_puts_a_grid_on_the_first_cell_times_n_bytes_of_a_block() {
+    // Exactly the size the grid needs.
+    let grid = Grid::<4096, 4>::on(open_block(4 * 4096)).unwrap();
+    let cells = take_all(&grid);
+    assert!(
+        cells
+            .iter()
+            .all(|cell| cell.offset() + 4096 <= grid.block().len())
+    );
+    drop(cells);
+    // More than it needs: the cells are the first bytes.
+    let grid = Grid::<64, 3>::on(open_block(8192)).unwrap();
+    assert!(grid.block().len() >= 8192);
+    let cells = take_all(&grid);
+    let offsets: HashSet<_> = cells.iter().map(|cell| cell.offset()).collect();
+    assert_eq!(offsets, HashSet::from([0, 64, 128]));
+}
+
+#[test]
+fn on_refuses_a_block_smaller_than_cell_times_n_and_says_what_to_open() {
+    // One page, whatever the page size (4 KiB to 64 KiB): less than the 128 KiB it needs.
+    let block = open_block(1);
+    let len = block.len();
+    assert!(len < 131072);
+    let err = Grid::<4096, 32>::on(block).unwrap_err();
+    assert!(
+        matches!(err, Error::TooSmall { needed: 131072, len: l } if l == len),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("fewer than the 128 KiB needed"), "{text}");
+    assert!(text.contains("at least 131072 bytes"), "{text}");
+    assert_eq!(
+        std::io::Error::from(err).kind(),
+        std::io::ErrorKind::InvalidInput
+    );
+}
+
+#[test]
+fn typed_views_cover_the_whole_cell_in_native_byte_order() {
+    let grid = grid::<256, 2>();
+    let mut cell = grid.take().unwrap();
+    assert_eq!(cell.as_slice_of::<u8>().len(), 256);
+    assert_eq!(cell.as_slice_of::<i8>().len(), 256);
+    assert_eq!(cell.as_slice_of::<u16>().len(), 128);
+    assert_eq!(cell.as_slice_of::<f32>().len(), 64);
+    assert_eq!(cell.as_slice_of::<f64>().len(), 32);
+    assert_eq!(cell.as_slice_of::<i128>().len(), 16);
+    assert_eq!(
+        cell.as_mut_slice_of::<usize>().len(),
+        256 / size_of::<usize>()
+    );
+    // Every view starts at the cell's first byte.
+    assert_eq!(cell.as_slice_of::<u128>().as_ptr().cast(), cell.as_ptr());
+    assert_eq!(
+        cell.as_mut_slice_of::<f64>().as_mut_ptr().cast(),
+        cell.as_mut_ptr()
+    );
+
+    for (i, x) in cell.as_mut_slice_of::<f32>().iter_mut().enumerate() {
+        *x = i as f32 * 0.5 - 3.0;
+    }
+    for (i, bytes) in cell.chunks_exact(4).enumerate() {
+        let x = f32::from_ne_bytes(bytes.try_into().unwrap());
+        assert_eq!(x, i as f32 * 0.5 - 3.0);
+    }
+    cell.as_mut_slice_of::<i8>()[255] = -1;
+    assert_eq!(cell[255], 0xFF);
+    cell.as_mut_slice_of::<u64>()[1] = 0x0102_0304_0506_0708;
+    assert_eq!(cell[8..16], 0x0102_0304_0506_0708_u64.to_ne_bytes());
+
+    // The next owner reads the same values, through any view.
+    let index = cell.index();
+    drop(cell);
+    let cells = take_all(&grid);
+    let again = cells.iter().find(|cell| cell.index() == index).unwrap();
+    assert_eq!(again.as_slice_of::<f32>()[0], -3.0);
+    assert_eq!(again.as_slice_of::<u64>()[1], 0x0102_0304_0506_0708);
+    assert_eq!(again.as_slice_of::<i8>()[255], -1);
+}
+
+#[test]
+fn an_owned_cell_keeps_its_grid_alive_until_it_is_dropped() {
+    let grid = Arc::new(grid::<64, 4>());
+    let weak = Arc::downgrade(&grid);
+    let mut cell = grid.take_owned().unwrap();
+    cell[..4].copy_from_slice(b"mine");
+    cell.as_mut_slice_of::<u32>()[1] = 7;
+    assert_eq!((grid.remaining(), grid.used()), (3, 1));
+    drop(grid);
+    assert!(weak.upgrade().is_some(), "the cell keeps the grid");
+    assert_eq!(&cell[..4], b"mine");
+    assert_eq!(cell.as_slice_of::<u32>()[1], 7);
+    assert_eq!(cell.grid().remaining(), 3);
+    assert_eq!(cell.offset(), cell.index() * 64);
+    assert!(format!("{cell:?}").starts_with("OwnedCell { index: "));
+    drop(cell);
+    assert!(weak.upgrade().is_none(), "the last cell let the grid go");
+}
+
+#[test]
+fn owned_cells_go_to_spawned_threads_and_back_to_the_grid() {
+    let grid = Arc::new(grid::<64, 8>());
+    let cells: Vec<_> = (0..8).map(|_| grid.take_owned().unwrap()).collect();
+    assert!(grid.take_owned().is_none());
+    assert!(
+        grid.take().is_none(),
+        "owned and borrowed cells share the bitmap"
+    );
+    let distinct: HashSet<_> = cells.iter().map(|cell| cell.index()).collect();
+    assert_eq!(distinct.len(), 8);
+    let workers: Vec<_> = cells
+        .into_iter()
+        .map(|mut cell| {
+            thread::spawn(move || {
+                let stamp = cell.index() as u8 + 1;
+                cell.fill(stamp);
+                // Dropped here: back to the grid from this thread.
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    assert_eq!(grid.remaining(), 8);
+    assert_eq!(Arc::strong_count(&grid), 1);
+    for cell in take_all(&grid) {
+        let stamp = cell.index() as u8 + 1;
+        assert!(
+            cell.iter().all(|&byte| byte == stamp),
+            "cell {}",
+            cell.index()
+        );
+    }
 }
 
 // ---- Under contention -------------------------------------------------------------------
@@ -316,31 +522,63 @@ impl Ledger {
     }
 
     /// Records that `owner` now holds `cell`, and stamps the cell with `(owner, seq)`.
-    fn claim<const N: usize>(&self, cell: &mut Cell<'_, 64, N>, owner: u64, seq: u64) {
-        let before = self.holders[cell.index()].fetch_add(1, Ordering::Relaxed);
-        assert_eq!(before, 0, "cell {} handed out while held", cell.index());
-        cell[..8].copy_from_slice(&owner.to_le_bytes());
-        cell[8..STAMP].copy_from_slice(&seq.to_le_bytes());
-        cell[STAMP..].fill(owner as u8);
+    fn claim(&self, cell: &mut impl Held, owner: u64, seq: u64) {
+        let index = cell.index();
+        let before = self.holders[index].fetch_add(1, Ordering::Relaxed);
+        assert_eq!(before, 0, "cell {index} handed out while held");
+        let bytes = cell.bytes_mut();
+        bytes[..8].copy_from_slice(&owner.to_le_bytes());
+        bytes[8..STAMP].copy_from_slice(&seq.to_le_bytes());
+        bytes[STAMP..].fill(owner as u8);
     }
 
     /// Checks that `cell` still carries `(owner, seq)`, and records that it is being let go.
-    fn release<const N: usize>(&self, cell: &Cell<'_, 64, N>, owner: u64, seq: u64) {
+    fn release(&self, cell: &impl Held, owner: u64, seq: u64) {
+        let (index, bytes) = (cell.index(), cell.bytes());
         assert_eq!(
-            cell[..8],
+            bytes[..8],
             owner.to_le_bytes(),
-            "cell {} changed owner",
-            cell.index()
+            "cell {index} changed owner"
         );
         assert_eq!(
-            cell[8..STAMP],
+            bytes[8..STAMP],
             seq.to_le_bytes(),
-            "cell {} was reused",
-            cell.index()
+            "cell {index} was reused"
         );
-        assert!(cell[STAMP..].iter().all(|&byte| byte == owner as u8));
-        let before = self.holders[cell.index()].fetch_sub(1, Ordering::Relaxed);
-        assert_eq!(before, 1, "cell {} had another holder", cell.index());
+        assert!(bytes[STAMP..].iter().all(|&byte| byte == owner as u8));
+        let before = self.holders[index].fetch_sub(1, Ordering::Relaxed);
+        assert_eq!(before, 1, "cell {index} had another holder");
+    }
+}
+
+/// A handle to a taken cell, borrowed or owned, as the ledger sees it.
+trait Held {
+    fn index(&self) -> usize;
+    fn bytes(&self) -> &[u8];
+    fn bytes_mut(&mut self) -> &mut [u8];
+}
+
+impl<const CELL: usize, const N: usize> Held for Cell<'_, CELL, N> {
+    fn index(&self) -> usize {
+        Cell::index(self)
+    }
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
+impl<const CELL: usize, const N: usize> Held for OwnedCell<CELL, N> {
+    fn index(&self) -> usize {
+        OwnedCell::index(self)
+    }
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
     }
 }
 
@@ -422,7 +660,7 @@ fn stress<'g, const N: usize, S: Source<'g, N>>(
             });
         }
     });
-    assert_eq!(grid.free(), N, "every cell is back");
+    assert_eq!(grid.remaining(), N, "every cell is back");
     assert_eq!(take_all(grid).len(), N);
 }
 
@@ -496,5 +734,77 @@ fn stress_cells_sent_through_a_channel() {
             assert_eq!(received, 2 * PER_PRODUCER);
         });
     });
-    assert_eq!(grid.free(), 256);
+    assert_eq!(grid.remaining(), 256);
+}
+
+/// Owned cells from `std::thread::spawn`ed threads (nothing scoped): each producer keeps some
+/// and sends every third to a consumer, which checks and drops it; every cell is stamped and
+/// checked by whoever lets it go.
+#[test]
+fn stress_owned_cells_across_spawned_threads() {
+    const THREADS: u64 = 4;
+    const PER_THREAD: u64 = if cfg!(miri) { 100 } else { 200_000 };
+    type Frames = Grid<64, 128>;
+    let grid = Arc::new(grid::<64, 128>());
+    let ledger = Arc::new(Ledger::new(128));
+    let (send, receive) = mpsc::channel::<(OwnedCell<64, 128>, u64, u64)>();
+    let producers: Vec<_> = (1..=THREADS)
+        .map(|owner| {
+            let (grid, ledger, send): (Arc<Frames>, _, _) =
+                (Arc::clone(&grid), Arc::clone(&ledger), send.clone());
+            thread::spawn(move || {
+                let mut held = VecDeque::new();
+                for seq in 0..PER_THREAD {
+                    let mut cell = loop {
+                        if let Some(cell) = grid.take_owned() {
+                            break cell;
+                        }
+                        // The consumer drops what it receives; let go of ours too, so that
+                        // the producers never all wait on each other.
+                        for (cell, seq) in held.drain(..) {
+                            ledger.release(&cell, owner, seq);
+                        }
+                        thread::yield_now();
+                    };
+                    ledger.claim(&mut cell, owner, seq);
+                    if seq % 3 == 0 {
+                        send.send((cell, owner, seq)).unwrap();
+                        continue;
+                    }
+                    held.push_back((cell, seq));
+                    let depth = 1 + (seq / 100 + owner) % 8;
+                    while held.len() as u64 > depth {
+                        let (cell, seq) = held.pop_front().unwrap();
+                        ledger.release(&cell, owner, seq);
+                    }
+                }
+                for (cell, seq) in held {
+                    ledger.release(&cell, owner, seq);
+                }
+            })
+        })
+        .collect();
+    drop(send);
+    let consumer = {
+        let ledger = Arc::clone(&ledger);
+        thread::spawn(move || {
+            let mut received = 0;
+            for (cell, owner, seq) in receive {
+                ledger.release(&cell, owner, seq);
+                received += 1;
+            }
+            received
+        })
+    };
+    for producer in producers {
+        producer.join().unwrap();
+    }
+    assert_eq!(consumer.join().unwrap(), THREADS * PER_THREAD.div_ceil(3));
+    assert_eq!(
+        Arc::strong_count(&grid),
+        1,
+        "every owned cell let go of the grid"
+    );
+    assert_eq!(grid.remaining(), 128);
+    assert_eq!(take_all(&grid).len(), 128);
 }

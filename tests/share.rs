@@ -34,7 +34,7 @@ fn check(bytes: &[u8], seed: u8, whose: &str) {
 mod linux {
     use super::{check, fill};
     use std::io::{self, Read, Write};
-    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
@@ -210,13 +210,26 @@ mod linux {
         unsafe { Block::from_fd(fd) }
     }
 
+    /// Sends a block's memfd.
+    fn send(stream: &UnixStream, block: &Block) -> io::Result<()> {
+        // SAFETY: the processes of these tests use blocks only through their unsafe views,
+        // keeping each view's contract by their protocol; no tape or grid is ever built on them.
+        unsafe { share::send_block(stream, block) }
+    }
+
+    /// A new descriptor for a block's memfd.
+    fn export(block: &Block) -> OwnedFd {
+        // SAFETY: as in `send`.
+        unsafe { block.export_fd() }.unwrap()
+    }
+
     /// Creates a block of a few pages and a bit, fills it, and sends it and its length.
     fn offer(stream: &UnixStream) -> Block {
         let block = Block::open(5 * page() + 1).unwrap();
         assert_eq!(block.len(), 6 * page());
         // SAFETY: nobody else has the block yet.
         fill(unsafe { block.as_mut_slice() }, OFFER_SEED);
-        share::send_fd(stream, &block).unwrap();
+        send(stream, &block).unwrap();
         send_u64(stream, block.len() as u64);
         block
     }
@@ -330,7 +343,7 @@ mod linux {
     fn a_hostile_child_cannot_truncate_the_parents_block() {
         let block = Block::open(64 * page()).unwrap();
         let mut peer = Peer::spawn("linux::hostile_child");
-        share::send_fd(&peer.stream, &block).unwrap();
+        send(&peer.stream, &block).unwrap();
         send_u64(&peer.stream, block.len() as u64);
         peer.wait_for(REFUSED);
         peer.finish_ok("child: every attempt to resize or reseal was refused");
@@ -447,7 +460,7 @@ mod linux {
         assert_not_shareable(map(path), "O_PATH");
 
         let write_only = Block::open(page()).unwrap();
-        let write_only = reopen(write_only.as_raw_fd(), libc::O_WRONLY);
+        let write_only = reopen(write_only.handle(), libc::O_WRONLY);
         assert_not_shareable(map(write_only), "write-only");
 
         let text = map(memfd(0, page())).unwrap_err().to_string();
@@ -459,14 +472,14 @@ mod linux {
         let fd = memfd(libc::MFD_ALLOW_SEALING, 3 * page());
         let block = map(fd).unwrap();
         assert_eq!(block.len(), 3 * page());
-        let seals = seals_of(block.as_raw_fd());
+        let seals = seals_of(block.handle());
         assert_eq!(seals, libc::F_SEAL_SHRINK, "only shrinking is sealed");
         // SAFETY: ftruncate on the block's own descriptor; shrinking must fail.
-        let errno = errno_of(unsafe { libc::ftruncate(block.as_raw_fd(), 0) });
+        let errno = errno_of(unsafe { libc::ftruncate(block.handle(), 0) });
         assert_eq!(errno, Some(libc::EPERM));
         // Growing is allowed, and leaves the mapping as it was.
         // SAFETY: as above; growing is not sealed.
-        let rc = unsafe { libc::ftruncate(block.as_raw_fd(), 8 * page() as i64) };
+        let rc = unsafe { libc::ftruncate(block.handle(), 8 * page() as libc::off_t) };
         assert_eq!(rc, 0);
         // SAFETY: the test is the only user.
         let bytes = unsafe { block.as_mut_slice() };
@@ -511,8 +524,8 @@ mod linux {
         let block = Block::open(page()).unwrap();
         // SAFETY: the test is the only user.
         unsafe { block.as_ptr().write(9) };
-        assert_not_shareable(map(reopen(block.as_raw_fd(), libc::O_RDONLY)), "read-only");
-        let view = ReadOnlyBlock::from_fd(reopen(block.as_raw_fd(), libc::O_RDONLY)).unwrap();
+        assert_not_shareable(map(reopen(block.handle(), libc::O_RDONLY)), "read-only");
+        let view = ReadOnlyBlock::from_fd(reopen(block.handle(), libc::O_RDONLY)).unwrap();
         // SAFETY: nothing writes meanwhile.
         assert_eq!(unsafe { view.as_ptr().read() }, 9);
         let unsealed = memfd(libc::MFD_ALLOW_SEALING, page());
@@ -538,7 +551,7 @@ mod linux {
 
         let options = Block::options().pinning(Pinning::Off).clone();
         // SAFETY: as in `map`.
-        let lazy = unsafe { options.open_fd(sent.try_clone_fd().unwrap()) }.unwrap();
+        let lazy = unsafe { options.open_fd(export(&sent)) }.unwrap();
         assert!(!lazy.is_pinned());
         assert_eq!(resident_pages(lazy.as_ptr(), lazy.len()), 0);
         lazy.warm().unwrap();
@@ -550,7 +563,7 @@ mod linux {
             let view = Block::options()
                 .warm(true)
                 .pinning(pinning)
-                .open_fd_read_only(sent.try_clone_fd().unwrap())
+                .open_fd_read_only(export(&sent))
                 .unwrap();
             assert_eq!(
                 resident_pages(view.as_ptr(), view.len()),
@@ -562,14 +575,14 @@ mod linux {
         // Populating a read-only view cannot ask for write access.
         let view = Block::options()
             .pinning(Pinning::Off)
-            .open_fd_read_only(Block::open(page()).unwrap().try_clone_fd().unwrap())
+            .open_fd_read_only(export(&Block::open(page()).unwrap()))
             .unwrap();
         view.warm().unwrap();
         assert_eq!(resident_pages(view.as_ptr(), view.len()), 1);
 
         // The default pins, as `Block::open` does (one page is within every default limit).
         let one_page = Block::open(page()).unwrap();
-        assert!(map(one_page.try_clone_fd().unwrap()).unwrap().is_pinned());
+        assert!(map(export(&one_page)).unwrap().is_pinned());
     }
 
     fn is_cloexec(fd: RawFd) -> bool {
@@ -582,17 +595,25 @@ mod linux {
     #[test]
     fn descriptors_handed_out_are_close_on_exec() {
         let block = Block::open(page()).unwrap();
-        let clone = block.try_clone_fd().unwrap();
+        let clone = export(&block);
         assert!(is_cloexec(clone.as_raw_fd()));
-        assert_ne!(clone.as_raw_fd(), block.as_raw_fd());
+        assert_ne!(clone.as_raw_fd(), block.handle());
 
         let (here, there) = UnixStream::pair().unwrap();
         share::send_fd(&here, &clone).unwrap();
         let received = share::recv_fd(&there).unwrap();
         assert!(is_cloexec(received.as_raw_fd()));
+        let number = received.as_raw_fd();
         let view = ReadOnlyBlock::from_fd(received).unwrap();
-        assert_eq!(view.handle(), view.as_fd().as_raw_fd());
-        assert!(is_cloexec(view.try_clone_fd().unwrap().as_raw_fd()));
+        assert_eq!(
+            view.handle(),
+            number,
+            "the view keeps the descriptor it was given"
+        );
+        // SAFETY: as in `send`.
+        let again = unsafe { view.export_fd() }.unwrap();
+        assert!(is_cloexec(again.as_raw_fd()));
+        assert_ne!(again.as_raw_fd(), number);
     }
 
     #[test]
@@ -609,7 +630,7 @@ mod linux {
         let (here, there) = UnixStream::pair().unwrap();
         drop(there);
         let block = Block::open(page()).unwrap();
-        let err = share::send_fd(&here, &block).unwrap_err();
+        let err = send(&here, &block).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EPIPE), "no SIGPIPE: {err}");
     }
 
@@ -688,7 +709,7 @@ mod linux {
             drop(theirs);
             // SAFETY: the parent reads our block only after receiving it below.
             unsafe { block.as_ptr().cast::<u64>().write(!(i as u64)) };
-            share::send_fd(&stream, &block).unwrap();
+            send(&stream, &block).unwrap();
         }
         for count in CRAMMED {
             let err = share::recv_fd(&stream).unwrap_err();
@@ -711,7 +732,7 @@ mod linux {
         for i in 0..CYCLES {
             // SAFETY: the child reads our block only after receiving it below.
             unsafe { block.as_ptr().cast::<u64>().write(i as u64) };
-            let sent = share::send_fd(&peer.stream, &block);
+            let sent = send(&peer.stream, &block);
             peer.expect(sent, "sending");
             let received = share::recv_fd(&peer.stream);
             let theirs = map(peer.expect(received, "receiving")).unwrap();
@@ -719,7 +740,7 @@ mod linux {
             assert_eq!(unsafe { theirs.as_ptr().cast::<u64>().read() }, !(i as u64));
         }
         for count in CRAMMED {
-            send_many(&peer.stream, block.as_raw_fd(), count);
+            send_many(&peer.stream, block.handle(), count);
         }
         // Half-close: the child's next recv_fd sees end of file, and can still answer.
         peer.stream.shutdown(std::net::Shutdown::Write).unwrap();
@@ -770,7 +791,7 @@ mod linux {
         // SAFETY: nobody else has the block yet.
         fill(unsafe { block.as_mut_slice() }, OFFER_SEED);
         let peer = Peer::spawn("linux::read_only_child_writes");
-        share::send_fd(&peer.stream, &block).unwrap();
+        send(&peer.stream, &block).unwrap();
         let out = peer.finish();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(

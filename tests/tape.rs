@@ -129,25 +129,25 @@ fn size_zero_is_aligned_and_consumes_nothing() {
 #[test]
 #[should_panic(expected = "align must be a power of two (1, 2, 4, 8, ...), got 3")]
 fn an_alignment_of_three_panics() {
-    tape(4096).take(8, 3);
+    let _ = tape(4096).take(8, 3);
 }
 
 #[test]
 #[should_panic(expected = "align must be a power of two (1, 2, 4, 8, ...), got 0")]
 fn an_alignment_of_zero_panics() {
-    tape(4096).take(0, 0);
+    let _ = tape(4096).take(0, 0);
 }
 
 #[test]
 #[should_panic(expected = "align must be a power of two (1, 2, 4, 8, ...), got 24")]
 fn a_lane_rejects_bad_alignments_too() {
-    tape(4096).lane().take(8, 24);
+    let _ = tape(4096).lane().take(8, 24);
 }
 
 #[test]
 #[should_panic(expected = "chunks of at least 1 byte")]
 fn a_lane_of_empty_chunks_panics() {
-    tape(4096).lane_with_chunk(0);
+    let _ = tape(4096).lane_with_chunk(0);
 }
 
 #[test]
@@ -213,23 +213,25 @@ fn destructors_never_run_on_tape_memory() {
 
 #[test]
 fn clear_frees_everything_and_records_the_peak() {
+    // Less than 1 KiB in all, so that this thread's takes stay exact (it does not settle on
+    // the tape and hold a chunk, which `used` and `peak` would count).
     let mut tape = tape(1 << 16);
-    let first = tape.take(1000, 8).unwrap();
-    tape.take(3000, 8).unwrap();
-    assert_eq!(tape.peak(), 4000);
+    let first = tape.take(96, 8).unwrap();
+    tape.take(304, 8).unwrap();
+    assert_eq!(tape.peak(), 400);
     tape.clear();
     assert_eq!(
         (tape.used(), tape.remaining(), tape.peak()),
-        (0, tape.capacity(), 4000)
+        (0, tape.capacity(), 400)
     );
     // The same bytes come back, from the start.
     assert_eq!(tape.take(10, 8).unwrap(), first);
     tape.clear();
-    tape.take(5000, 1).unwrap();
-    assert_eq!(tape.peak(), 5000, "the current use counts before any clear");
+    tape.take(500, 1).unwrap();
+    assert_eq!(tape.peak(), 500, "the current use counts before any clear");
     tape.clear();
     tape.take(10, 1).unwrap();
-    assert_eq!(tape.peak(), 5000);
+    assert_eq!(tape.peak(), 500);
 }
 
 #[test]
@@ -273,6 +275,56 @@ fn a_mark_from_another_tape_panics() {
     a.take(10, 1).unwrap();
     let foreign: Mark = b.mark();
     a.rewind(foreign);
+}
+
+#[test]
+fn a_mark_from_a_dropped_tape_panics_even_at_the_same_address() {
+    // The system soon hands a freed region of the same size out again (unless another test
+    // thread gets it first): drop a tape and open the next until that happens, so that the
+    // mark names the new tape's address.
+    let (mark, mut new) = (0..10_000)
+        .find_map(|_| {
+            let old = tape(4096);
+            old.take(10, 1).unwrap();
+            let (mark, address) = (old.mark(), old.block().as_ptr());
+            drop(old);
+            let new = tape(4096);
+            (new.block().as_ptr() == address).then_some((mark, new))
+        })
+        .expect("a dropped block's address came back within 10,000 tries");
+    new.take(100, 1).unwrap();
+    // The mark is behind the cursor and names this address: only the tape's identity can
+    // tell that it is stale.
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| new.rewind(mark)))
+        .expect_err("a stale mark was accepted");
+    let message = panic.downcast_ref::<String>().expect("a formatted message");
+    assert!(
+        message.contains("perhaps one since dropped whose memory this tape reuses"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_peak_counts_what_lanes_reserved_and_never_goes_down() {
+    let mut tape = tape(2 << 20);
+    tape.take(1000, 1).unwrap();
+    let mut lane = tape.lane_with_chunk(1 << 20);
+    lane.take(1, 1).unwrap();
+    // 1000 bytes, padded to 1024 so that the lane's chunk starts a cache line, then 1 MiB.
+    assert_eq!(tape.peak(), 1024 + (1 << 20));
+    drop(lane);
+    assert_eq!(
+        tape.used(),
+        1025,
+        "the lane gave back the rest of its chunk"
+    );
+    assert_eq!(
+        tape.peak(),
+        1024 + (1 << 20),
+        "but the peak remembers it was reserved"
+    );
+    tape.clear();
+    assert_eq!(tape.peak(), 1024 + (1 << 20));
 }
 
 #[test]
@@ -494,4 +546,146 @@ fn a_take_slice_of_maybe_uninit_is_the_size_asked() {
     let xs: &mut [MaybeUninit<u16>] = tape.take_slice(9).unwrap();
     assert_eq!(xs.len(), 9);
     assert_eq!(tape.used(), 18);
+}
+
+/// Large enough for a thread to settle on each tape were it not for the other tapes; smaller
+/// under Miri, where each take costs thousands of times more.
+const ROUND_ROBIN_TAPE: usize = if cfg!(miri) { 4 << 10 } else { 64 << 10 };
+
+#[test]
+fn a_thread_moving_between_eight_tapes_can_use_nearly_all_of_each() {
+    let tapes: Vec<Tape> = (0..8).map(|_| tape(ROUND_ROBIN_TAPE)).collect();
+    let mut taken = [0usize; 8];
+    let mut live = 8;
+    while live > 0 {
+        live = 0;
+        for (tape, taken) in tapes.iter().zip(&mut taken) {
+            if tape.take(1, 1).is_some() {
+                *taken += 1;
+                live += 1;
+            }
+        }
+    }
+    for (tape, taken) in tapes.iter().zip(taken) {
+        assert!(
+            taken * 10 >= tape.capacity() * 9,
+            "{taken} of {} bytes usable",
+            tape.capacity()
+        );
+    }
+}
+
+#[test]
+fn two_threads_moving_between_eight_tapes_can_use_nearly_all_of_each() {
+    let tapes: Vec<Tape> = (0..8).map(|_| tape(ROUND_ROBIN_TAPE)).collect();
+    let counts: Vec<[usize; 8]> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut taken = [0usize; 8];
+                    let mut live = 8;
+                    while live > 0 {
+                        live = 0;
+                        for (tape, taken) in tapes.iter().zip(&mut taken) {
+                            if tape.take(1, 1).is_some() {
+                                *taken += 1;
+                                live += 1;
+                            }
+                        }
+                    }
+                    taken
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    for (i, tape) in tapes.iter().enumerate() {
+        let taken = counts[0][i] + counts[1][i];
+        assert!(
+            taken * 10 >= tape.capacity() * 9,
+            "{taken} of {} bytes usable",
+            tape.capacity()
+        );
+    }
+}
+
+#[test]
+fn one_thread_fills_a_tape_to_the_byte_through_its_chunks() {
+    let tape = tape(if cfg!(miri) { 16 << 10 } else { 256 << 10 });
+    let mut taken = 0;
+    while tape.take(1, 1).is_some() {
+        taken += 1;
+    }
+    assert_eq!(taken, tape.capacity());
+    assert_eq!(tape.used(), tape.capacity());
+}
+
+#[test]
+fn a_thread_takes_contiguously_and_used_counts_its_chunk() {
+    let tape = tape(1 << 20);
+    let mut end = 0;
+    for _ in 0..10_000 {
+        let start = offset(&tape, tape.take(8, 8).unwrap());
+        assert_eq!(start, end, "one thread's takes follow each other");
+        end = start + 8;
+    }
+    // The thread holds the rest of its chunk, up to 64 KiB, as the docs say.
+    assert!(
+        tape.used() >= end && tape.used() - end <= 64 << 10,
+        "{}",
+        tape.used()
+    );
+    let mut lane = tape.lane();
+    let laned = offset(&tape, lane.take(8, 8).unwrap());
+    assert!(laned >= end, "a lane never gets bytes of a thread's chunk");
+}
+
+#[test]
+fn clear_shared_takes_back_the_chunk_of_every_thread() {
+    use std::sync::Barrier;
+    let tape = tape(1 << 20);
+    let barrier = Barrier::new(2);
+    std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            // Enough takes to settle on the tape and hold a chunk.
+            let before: Vec<usize> = (0..1000)
+                .map(|_| offset(&tape, tape.take(64, 8).unwrap()))
+                .collect();
+            barrier.wait();
+            barrier.wait();
+            let after = offset(&tape, tape.take(64, 8).unwrap());
+            (before, after)
+        });
+        barrier.wait();
+        assert!(tape.used() >= 64_000);
+        // SAFETY: the worker is parked at the barrier and uses nothing it took before; the
+        // barriers order its takes before the clear and the clear before its next take.
+        unsafe { tape.clear_shared() };
+        barrier.wait();
+        let (before, after) = worker.join().unwrap();
+        assert_eq!(before.last(), Some(&(999 * 64)));
+        assert_eq!(after, 0, "the take after the clear starts the tape afresh");
+        assert_eq!(tape.peak(), tape.peak().max(64_000));
+    });
+}
+
+#[test]
+fn rewind_takes_back_every_threads_chunk_too() {
+    let mut tape = tape(1 << 20);
+    for _ in 0..1000 {
+        let _ = tape.take(16, 8).unwrap();
+    }
+    let mark = tape.mark();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..1000 {
+                let _ = tape.take(16, 8).unwrap();
+            }
+        });
+    });
+    tape.rewind(mark);
+    // This thread's chunk (claimed before the mark) is gone with the rewind: its next take
+    // comes from a chunk claimed at the cursor, at the mark (on the next cache line).
+    let next = offset(&tape, tape.take(16, 8).unwrap());
+    assert!(next >= mark.used() && next < mark.used() + 128, "{next}");
 }

@@ -176,17 +176,38 @@ fn align_up(tape: &Tape, offset: usize, align: usize) -> usize {
 #[test]
 fn threads_taking_from_one_tape_get_disjoint_bytes() {
     let threads = threads(8);
-    let tape = tape_for(threads, 0);
+    let tape = tape_for(threads, THREAD_CHUNK);
     let all = hammer(&tape, threads, Via::Tape);
     verify(&tape, &all);
-    // The takes tile the tape in the order they won the cursor: each starts exactly at the
-    // previous end, aligned up. So `used()` is what was taken plus alignment padding, no more.
+    assert_little_is_left_behind(&tape, &all, threads);
+}
+
+/// The largest chunk a thread holds behind `Tape::take`, as its docs state.
+const THREAD_CHUNK: usize = 64 << 10;
+
+/// Through per-thread chunks, the takes tile the tape but for alignment padding and what the
+/// threads left behind: the rest of a chunk when they moved to a fresh one (at most an
+/// eighth of it, plus a cache line of alignment) and the chunk each still holds. That is the
+/// bound `Tape::take` states: an eighth of what was used, plus two chunks per thread.
+fn assert_little_is_left_behind(tape: &Tape, all: &[Taken], threads: usize) {
     let mut end = 0;
-    for taken in &all {
-        assert_eq!(taken.start, align_up(&tape, end, taken.align), "{taken:?}");
+    let mut left = 0;
+    for taken in all {
+        left += taken.start - align_up(tape, end, taken.align);
         end = taken.start + taken.size;
     }
-    assert_eq!(tape.used(), end);
+    left += tape.used() - end;
+    let bound = tape.used() / 8 + threads * 2 * THREAD_CHUNK;
+    assert!(
+        left <= bound,
+        "{left} bytes left behind of {} used (bound {bound})",
+        tape.used()
+    );
+    eprintln!(
+        "left behind {left} of {} bytes used ({:.3}%)",
+        tape.used(),
+        100.0 * left as f64 / tape.used() as f64
+    );
 }
 
 /// Once every lane is gone, nothing is held back: the tape is used up to the end of the last
@@ -219,7 +240,8 @@ fn lanes_and_direct_takes_mixed_get_disjoint_bytes() {
     let tape = tape_for(threads, chunk);
     let all = hammer(&tape, threads, Via::Mixed { chunk });
     verify(&tape, &all);
-    assert_used_ends_at_the_last_take(&tape, &all);
+    // The lanes are gone, but the threads that took through the tape still hold their chunks.
+    assert_little_is_left_behind(&tape, &all, threads);
 }
 
 #[test]

@@ -3,7 +3,21 @@
 
 use core::ffi::{c_char, c_int, c_uint, c_void};
 
-/// `off_t`: 64 bits on every target this crate maps memory on (64-bit Linux and Darwin).
+/// `off_t` as the C library's default ABI declares it, which `mmap` takes: 32 bits in glibc's
+/// and uClibc's on 32-bit targets (riscv32 excepted: its glibc has only the 64-bit ABI), 64
+/// bits everywhere else. Checked against libc in `ffi/tests.rs`.
+#[cfg(all(
+    target_pointer_width = "32",
+    any(target_env = "gnu", target_env = "uclibc"),
+    not(target_arch = "riscv32")
+))]
+pub type off_t = i32;
+/// `off_t` as the C library's default ABI declares it, which `mmap` takes: 64 bits here.
+#[cfg(not(all(
+    target_pointer_width = "32",
+    any(target_env = "gnu", target_env = "uclibc"),
+    not(target_arch = "riscv32")
+)))]
 pub type off_t = i64;
 
 /// Pages may be read.
@@ -59,56 +73,27 @@ pub const MADV_POPULATE_READ: c_int = 22;
 /// `madvise`: fault every page in, writable, without changing it (Linux 5.14).
 pub const MADV_POPULATE_WRITE: c_int = 23;
 
-/// `ENOSYS`: the kernel lacks the call.
-pub const ENOSYS: c_int = 38;
-
-/// `struct stat`, reduced to the one field we read: `st_size`, at byte 48 on every layout
-/// below. The other fields are opaque padding, so that the kernel can fill the whole struct.
-///
-/// Two layouts exist among the architectures declared here: x86_64's own (144 bytes) and the
-/// generic one of `asm-generic/stat.h` that aarch64, riscv64 and loongarch64 share (128 bytes).
-/// `ffi/tests.rs` checks size, alignment and the offset of `st_size` against `libc` at
-/// compile time, for whichever target it is built for.
-#[repr(C)]
-pub struct stat {
-    _before_size: [u64; 6],
-    /// Size of the file in bytes.
-    pub st_size: off_t,
-    _after_size: [u64; STAT_WORDS_AFTER_SIZE],
-}
-
-#[cfg(target_arch = "x86_64")]
-const STAT_WORDS_AFTER_SIZE: usize = (144 - 56) / 8;
-#[cfg(any(
-    target_arch = "aarch64",
-    target_arch = "riscv64",
-    target_arch = "loongarch64"
-))]
-const STAT_WORDS_AFTER_SIZE: usize = (128 - 56) / 8;
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    target_arch = "riscv64",
-    target_arch = "loongarch64"
-)))]
-compile_error!(
-    "unimem's Linux backend declares `struct stat` for x86_64, aarch64, riscv64 and loongarch64 \
-     only; add this architecture's layout to src/ffi/linux.rs (checked by src/ffi/tests.rs)"
-);
-
-impl stat {
-    /// A zeroed buffer for `fstat` to fill.
-    pub const fn zeroed() -> stat {
-        stat {
-            _before_size: [0; 6],
-            st_size: 0,
-            _after_size: [0; STAT_WORDS_AFTER_SIZE],
-        }
-    }
-}
-
 /// Socket option level for the socket layer itself (`SOL_SOCKET`).
+#[cfg(not(any(
+    target_arch = "mips",
+    target_arch = "mips32r6",
+    target_arch = "mips64",
+    target_arch = "mips64r6",
+    target_arch = "sparc",
+    target_arch = "sparc64"
+)))]
 pub const SOL_SOCKET: c_int = 1;
+/// Socket option level for the socket layer itself (`SOL_SOCKET`): MIPS and SPARC kept
+/// the value of the Unix systems they first ran.
+#[cfg(any(
+    target_arch = "mips",
+    target_arch = "mips32r6",
+    target_arch = "mips64",
+    target_arch = "mips64r6",
+    target_arch = "sparc",
+    target_arch = "sparc64"
+))]
+pub const SOL_SOCKET: c_int = 0xffff;
 /// Control message type: descriptors being passed.
 pub const SCM_RIGHTS: c_int = 1;
 /// Control message type: a pidfd of the sender, attached by the kernel when the receiving
@@ -189,9 +174,7 @@ unsafe extern "C" {
     ) -> *mut c_void;
     pub fn munmap(addr: *mut c_void, len: usize) -> c_int;
     pub fn memfd_create(name: *const c_char, flags: c_uint) -> c_int;
-    pub fn ftruncate(fd: c_int, len: off_t) -> c_int;
     pub fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
-    pub fn fstat(fd: c_int, buf: *mut stat) -> c_int;
     pub fn mlock2(addr: *const c_void, len: usize, flags: c_uint) -> c_int;
     pub fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int;
     pub fn sendmsg(socket: c_int, message: *const msghdr, flags: c_int) -> isize;

@@ -15,6 +15,8 @@ backend! {
         pub mod posix;
         #[cfg(target_os = "linux")]
         pub mod linux;
+        #[cfg(all(feature = "cuda", target_os = "linux"))]
+        pub mod cuda;
         #[cfg(target_vendor = "apple")]
         pub mod apple;
         #[cfg(test)]

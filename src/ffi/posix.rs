@@ -2,10 +2,26 @@
 
 use core::ffi::{c_int, c_long, c_void};
 
-/// `rlim_t`: 64 bits on 64-bit Linux and on Darwin.
+/// `rlim_t` in the C library's default ABI: `unsigned long` in glibc's and uClibc's on
+/// 32-bit targets (riscv32 excepted: its glibc has only the 64-bit ABI), 64 bits everywhere
+/// else (64-bit targets, musl, Darwin). Checked against libc in `ffi/tests.rs`.
+#[cfg(all(
+    target_os = "linux",
+    target_pointer_width = "32",
+    any(target_env = "gnu", target_env = "uclibc"),
+    not(target_arch = "riscv32")
+))]
+pub type rlim_t = core::ffi::c_ulong;
+/// `rlim_t` in the C library's default ABI: 64 bits here.
+#[cfg(not(all(
+    target_os = "linux",
+    target_pointer_width = "32",
+    any(target_env = "gnu", target_env = "uclibc"),
+    not(target_arch = "riscv32")
+)))]
 pub type rlim_t = u64;
 
-/// `struct rlimit`, identical on 64-bit Linux and Darwin.
+/// `struct rlimit`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct rlimit {
@@ -31,8 +47,27 @@ pub const _SC_PAGESIZE: c_int = 30;
 pub const _SC_PAGESIZE: c_int = 29;
 
 /// `RLIMIT_MEMLOCK` for `getrlimit`.
-#[cfg(target_os = "linux")]
+#[cfg(all(
+    target_os = "linux",
+    not(any(
+        target_arch = "mips",
+        target_arch = "mips32r6",
+        target_arch = "mips64",
+        target_arch = "mips64r6"
+    ))
+))]
 pub const RLIMIT_MEMLOCK: c_int = 8;
+/// `RLIMIT_MEMLOCK` for `getrlimit`: MIPS numbers its limits its own way.
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "mips",
+        target_arch = "mips32r6",
+        target_arch = "mips64",
+        target_arch = "mips64r6"
+    )
+))]
+pub const RLIMIT_MEMLOCK: c_int = 9;
 /// `RLIMIT_MEMLOCK` for `getrlimit`.
 #[cfg(target_vendor = "apple")]
 pub const RLIMIT_MEMLOCK: c_int = 6;

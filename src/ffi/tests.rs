@@ -103,7 +103,6 @@ const _: () = {
     same_constant!(linux::MLOCK_ONFAULT, libc::MLOCK_ONFAULT);
     same_constant!(linux::MADV_POPULATE_READ, libc::MADV_POPULATE_READ);
     same_constant!(linux::MADV_POPULATE_WRITE, libc::MADV_POPULATE_WRITE);
-    same_constant!(linux::ENOSYS, libc::ENOSYS);
     same_constant!(linux::EPERM, libc::EPERM);
     same_constant!(linux::EBADF, libc::EBADF);
     same_constant!(linux::F_GETFL, libc::F_GETFL);
@@ -150,7 +149,6 @@ fn cmsg_arithmetic_matches_libc() {
 #[cfg(target_os = "linux")]
 const _: () = {
     use super::linux;
-    same_layout!(linux::stat, libc::stat { st_size });
     same_layout!(linux::iovec, libc::iovec { iov_base, iov_len });
     same_layout!(linux::msghdr, libc::msghdr {
         msg_name, msg_namelen, msg_iov, msg_iovlen, msg_control, msg_controllen, msg_flags,

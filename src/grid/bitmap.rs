@@ -50,12 +50,38 @@ impl Bitmap {
         Some(word * BITS + bit.trailing_zeros() as usize)
     }
 
-    /// Claims up to `max` free cells (`1..=64`) of one word at once, looking at word `start`
-    /// first. Returns the word's index and the bits now owned by the caller (never zero), or
-    /// `None` if every word was seen empty.
-    pub(crate) fn claim_many(&self, start: usize, max: u32) -> Option<(usize, u64)> {
+    /// Claims up to `max` free cells (`1..=64`), looking at word `start` first and then at the
+    /// others in turn until it has `max` or has seen every word once: one atomic operation per
+    /// word it claims from, so one when word `start` has `max` free. Hands each word's index and
+    /// the bits now owned by the caller (never zero) to `each`, in the order claimed, and
+    /// returns how many cells it claimed in all (0 if every word was seen empty).
+    ///
+    /// Crossing words is what makes a claim's size independent of where it starts: a start in
+    /// a sparse word (the last word of a grid whose `N` is not a multiple of 64, or a word
+    /// other threads have emptied) would otherwise come back with only that word's few cells.
+    pub(crate) fn claim_many(
+        &self,
+        start: usize,
+        max: u32,
+        mut each: impl FnMut(usize, u64),
+    ) -> u32 {
         debug_assert!((1..=u64::BITS).contains(&max));
-        self.claim_from(start, |free| lowest_bits(free, max))
+        let mut wanted = max;
+        let mut word = start;
+        loop {
+            if let Some(bits) = claim(&self.words[word], |free| lowest_bits(free, wanted)) {
+                each(word, bits);
+                wanted -= bits.count_ones();
+                if wanted == 0 {
+                    break;
+                }
+            }
+            word = self.after(word);
+            if word == start {
+                break;
+            }
+        }
+        max - wanted
     }
 
     /// Claims the bits `pick` chooses in the first word, from `start` round to `start - 1`,
@@ -67,14 +93,20 @@ impl Bitmap {
             if let Some(bits) = claim(&self.words[word], &pick) {
                 return Some((word, bits));
             }
-            word = if word + 1 == self.words.len() {
-                0
-            } else {
-                word + 1
-            };
+            word = self.after(word);
             if word == start {
                 return None;
             }
+        }
+    }
+
+    /// The word searched after `word`: the next one, round to the first after the last.
+    #[inline]
+    fn after(&self, word: usize) -> usize {
+        if word + 1 == self.words.len() {
+            0
+        } else {
+            word + 1
         }
     }
 
@@ -183,14 +215,47 @@ mod tests {
         assert_eq!(claimed, (0..70).collect::<Vec<_>>());
     }
 
+    /// Runs `claim_many` and returns its count and the words and bits it claimed, in order.
+    fn claim_many(map: &Bitmap, start: usize, max: u32) -> (u32, Vec<(usize, u64)>) {
+        let mut claimed = Vec::new();
+        let count = map.claim_many(start, max, |word, bits| claimed.push((word, bits)));
+        (count, claimed)
+    }
+
     #[test]
-    fn claim_many_takes_one_word_at_most_max() {
+    fn claim_many_takes_at_most_max_from_the_start_word_first() {
         let map = Bitmap::all_free(100);
-        assert_eq!(map.claim_many(0, 32), Some((0, u64::from(u32::MAX))));
-        assert_eq!(map.claim_many(0, 64), Some((0, u64::MAX << 32)));
-        // Word 0 is empty now: the claim moves on to word 1, which holds 36 cells.
-        assert_eq!(map.claim_many(0, 64), Some((1, (1 << 36) - 1)));
-        assert_eq!(map.claim_many(1, 1), None);
+        assert_eq!(
+            claim_many(&map, 0, 32),
+            (32, vec![(0, u64::from(u32::MAX))])
+        );
+        assert_eq!(
+            claim_many(&map, 0, 64),
+            (64, vec![(0, u64::MAX << 32), (1, u64::from(u32::MAX))])
+        );
+        // Word 0 is empty now, and word 1 holds the 4 cells 96..100.
+        assert_eq!(claim_many(&map, 0, 64), (4, vec![(1, 0xF << 32)]));
+        assert_eq!(claim_many(&map, 1, 1), (0, vec![]));
+        assert_eq!(map.count(), 0);
+    }
+
+    #[test]
+    fn claim_many_crosses_words_until_it_has_max() {
+        // 200 cells: words of 64, 64, 64 and a last word of 8.
+        let map = Bitmap::all_free(200);
+        assert_eq!(
+            claim_many(&map, 3, 32),
+            (32, vec![(3, 0xFF), (0, 0xFF_FFFF)])
+        );
+        assert_eq!(map.count(), 200 - 32);
+        // From word 2 round to word 1, leaving the one cell that is not wanted.
+        let (count, claimed) = claim_many(&map, 2, 64);
+        assert_eq!(count, 64);
+        assert_eq!(claimed, vec![(2, u64::MAX)]);
+        let (count, _) = claim_many(&map, 1, 64);
+        assert_eq!(count, 64);
+        let (count, claimed) = claim_many(&map, 1, 64);
+        assert_eq!((count, claimed), (40, vec![(0, u64::MAX << 24)]));
         assert_eq!(map.count(), 0);
     }
 

@@ -54,9 +54,9 @@ fn loom_two_takes_never_get_the_same_cell() {
         let (a, b) = (thread::spawn(taker(1)), thread::spawn(taker(2)));
         let (a, b) = (a.join().unwrap(), b.join().unwrap());
         assert_ne!(a.index(), b.index());
-        assert_eq!(fixture.grid.free(), 0);
+        assert_eq!(fixture.grid.remaining(), 0);
         drop((a, b));
-        assert_eq!(fixture.grid.free(), 2);
+        assert_eq!(fixture.grid.remaining(), 2);
     });
 }
 
@@ -86,7 +86,7 @@ fn loom_a_taker_sees_what_the_giver_wrote() {
             fixture.write(&cell, 8);
         }
         giver.join().unwrap();
-        assert_eq!(fixture.grid.free(), 1);
+        assert_eq!(fixture.grid.remaining(), 1);
     });
 }
 
@@ -109,7 +109,7 @@ fn loom_a_stash_refill_races_a_take() {
             assert_ne!(cell.index(), stashed.index());
         }
         drop((taken, stashed));
-        assert_eq!(fixture.grid.free(), 3);
+        assert_eq!(fixture.grid.remaining(), 3);
     });
 }
 
@@ -140,5 +140,69 @@ fn loom_a_stash_flush_races_takes() {
             seen.iter().all(|&value| value == 1 || value == 2),
             "{seen:?}"
         );
+    });
+}
+
+#[test]
+fn loom_a_refill_across_two_words_races_a_take() {
+    loom::model(|| {
+        // 66 cells: a word of 64 and a word of 2. Claiming 62 leaves 2 free in each word, so
+        // the refill (which wants 32) takes from both words, one compare-and-swap each.
+        let fixture = Fixture::<66>::leaked();
+        let claimed = fixture
+            .grid
+            .free
+            .claim_many(0, 62, |word, _| assert_eq!(word, 0));
+        assert_eq!(claimed, 62);
+        let stasher = thread::spawn(move || {
+            let mut stash = fixture.grid.stash();
+            let cell = stash
+                .take()
+                .expect("the taker can take one of four cells at most");
+            fixture.write(&cell, 1);
+            let more = stash.held();
+            let mut held = vec![cell];
+            held.extend((0..more).map(|_| stash.take().unwrap()));
+            for cell in &held {
+                fixture.write(cell, 1);
+            }
+            held // the stash is empty now; it drops with nothing to return
+        });
+        let taken = fixture.grid.take();
+        if let Some(cell) = &taken {
+            fixture.write(cell, 2);
+        }
+        let stashed = stasher.join().unwrap();
+        // Every free cell went to exactly one of them: the refill took all it saw.
+        assert_eq!(stashed.len() + usize::from(taken.is_some()), 4);
+        let mut indices: Vec<_> = stashed.iter().chain(&taken).map(Cell::index).collect();
+        indices.sort_unstable();
+        assert_eq!(indices, [62, 63, 64, 65]);
+        drop((taken, stashed));
+        assert_eq!(fixture.grid.remaining(), 4);
+    });
+}
+
+#[test]
+fn loom_an_owned_cell_dropped_on_another_thread_is_seen_by_the_next_taker() {
+    loom::model(|| {
+        let grid = std::sync::Arc::new(Grid::<64, 1>::new().unwrap());
+        let shadow: &'static UnsafeCell<u64> = Box::leak(Box::new(UnsafeCell::new(0)));
+        let cell = grid.take_owned().unwrap();
+        let giver = thread::spawn(move || {
+            // SAFETY: only loom's shadow; loom itself checks that no other access overlaps.
+            shadow.with_mut(|value| unsafe { *value = 7 });
+            drop(cell);
+        });
+        if let Some(cell) = grid.take_owned() {
+            // SAFETY: as above.
+            assert_eq!(shadow.with(|value| unsafe { *value }), 7);
+            // SAFETY: as above.
+            shadow.with_mut(|value| unsafe { *value = 8 });
+            drop(cell);
+        }
+        giver.join().unwrap();
+        assert_eq!(grid.remaining(), 1);
+        assert_eq!(std::sync::Arc::strong_count(&grid), 1);
     });
 }

@@ -14,16 +14,22 @@ const HALF: usize = CAPACITY / 2;
 
 /// A pocket of free cells for one thread: takes and gives without atomic operations.
 ///
-/// A stash claims up to 32 cells from its [`Grid`] with one atomic operation when it runs dry,
-/// keeps cells given to it, and when it holds 64 returns the 32 it has held longest, one atomic
+/// A stash claims 32 cells from its [`Grid`] when it runs dry (all there are, if the grid has
+/// fewer), with one atomic operation per bitmap word it claims from: usually one. It keeps
+/// cells given to it, and when it holds 64 returns the 32 it has held longest, one atomic
 /// operation per bitmap word. Everything it holds goes back to the grid when it is dropped
 /// or [`flush`](Stash::flush)ed. A take+give cycle through a stash is a few plain loads and
 /// stores; see [why a stash is faster](Grid#why-a-stash-is-faster).
 ///
 /// Cells taken from a stash are ordinary [`Cell`]s: dropping one returns it to the grid,
 /// giving it to the stash keeps it in the pocket, and either works on any thread. The cells a
-/// stash holds are not [`free`](Grid::free) in the grid, and other threads cannot take them:
-/// give a grid 64 spare cells per stash.
+/// stash holds are not [`remaining`](Grid::remaining) in the grid, and other threads cannot
+/// take them: give a grid 64 spare cells per stash.
+///
+/// A stash hands out borrowed [`Cell`]s only, never [`OwnedCell`](crate::OwnedCell)s: an owned
+/// cell changes the `Arc`'s shared counter as it is made and dropped, the very atomic traffic a
+/// stash exists to avoid. For `'static` cells at a stash's speed, stash from a grid in a
+/// `static` (see [the patterns](Grid#sharing-a-grid-between-threads)).
 ///
 /// A stash can move to another thread (it is `Send`) but is meant to be one thread's alone (it
 /// is not `Sync`):
@@ -45,9 +51,9 @@ const HALF: usize = CAPACITY / 2;
 /// cell.fill(7);
 /// stash.give(cell);
 /// // The stash claimed a batch at once and keeps it, cell included.
-/// assert_eq!(grid.free() + stash.held(), 128);
+/// assert_eq!(grid.remaining() + stash.held(), 128);
 /// drop(stash);
-/// assert_eq!(grid.free(), 128);
+/// assert_eq!(grid.remaining(), 128);
 /// # Ok::<(), unimem::Error>(())
 /// ```
 pub struct Stash<'g, const CELL: usize, const N: usize> {
@@ -56,7 +62,7 @@ pub struct Stash<'g, const CELL: usize, const N: usize> {
     held: [usize; CAPACITY],
     len: usize,
     /// One thread's pocket: nothing in it is meant to be shared, so it is not `Sync`.
-    not_shared: PhantomData<core::cell::Cell<()>>,
+    not_sync: PhantomData<core::cell::Cell<()>>,
 }
 
 impl<'g, const CELL: usize, const N: usize> Stash<'g, CELL, N> {
@@ -65,13 +71,14 @@ impl<'g, const CELL: usize, const N: usize> Stash<'g, CELL, N> {
             grid,
             held: [0; CAPACITY],
             len: 0,
-            not_shared: PhantomData,
+            not_sync: PhantomData,
         }
     }
 
     /// Takes a cell from the pocket, refilling it from the grid when empty. `None` when the
     /// pocket is empty and so is the grid.
     #[inline]
+    #[must_use = "a cell that is not kept goes straight back to the grid"]
     pub fn take(&mut self) -> Option<Cell<'g, CELL, N>> {
         if self.len == 0 {
             self.refill()?;
@@ -92,7 +99,7 @@ impl<'g, const CELL: usize, const N: usize> Stash<'g, CELL, N> {
     #[inline]
     #[track_caller]
     pub fn give(&mut self, cell: Cell<'_, CELL, N>) {
-        self.grid.check_home(&cell, "Stash");
+        self.grid.assert_cell_came_from_here(&cell, "Stash");
         let index = cell.into_index();
         if self.len == CAPACITY {
             self.return_oldest(HALF);
@@ -108,32 +115,42 @@ impl<'g, const CELL: usize, const N: usize> Stash<'g, CELL, N> {
 
     /// How many cells the pocket holds.
     #[inline]
+    #[must_use]
     pub fn held(&self) -> usize {
         self.len
     }
 
     /// The grid the stash takes from and returns to.
     #[inline]
+    #[must_use]
     pub fn grid(&self) -> &'g Grid<CELL, N> {
         self.grid
     }
 
-    /// Claims up to half a pocket from one word of the grid with one atomic operation into
-    /// the empty pocket; `None` if the grid has no free cell.
+    /// Claims up to half a pocket from the grid into the empty pocket, one atomic operation per
+    /// bitmap word it claims from (one, when this thread's first word has enough); `None` if
+    /// the grid has no free cell.
     #[cold]
     fn refill(&mut self) -> Option<()> {
         debug_assert_eq!(self.len, 0);
-        let (word, mut bits) = self
-            .grid
+        let (held, len) = (&mut self.held, &mut self.len);
+        let start = self.grid.thread_start_word();
+        self.grid
             .free
-            .claim_many(self.grid.home_word(), HALF as u32)?;
-        while bits != 0 {
-            // Highest first, so that the lowest cells are taken first, as by `Grid::take`.
-            let bit = bits.ilog2() as usize;
-            bits ^= 1 << bit;
-            self.held[self.len] = word * bitmap::BITS + bit;
-            self.len += 1;
+            .claim_many(start, HALF as u32, |word, mut bits| {
+                while bits != 0 {
+                    let bit = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    held[*len] = word * bitmap::BITS + bit;
+                    *len += 1;
+                }
+            });
+        if self.len == 0 {
+            return None;
         }
+        // `take` pops from the end: reversed, the first word's lowest cells go out first, as
+        // they would from `Grid::take`.
+        self.held[..self.len].reverse();
         Some(())
     }
 

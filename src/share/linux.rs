@@ -4,7 +4,7 @@ use crate::block::{Block, Handle, OpenOptions};
 use crate::error::Error;
 use crate::sys::{Access, Region};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 
 #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 impl Block {
@@ -48,7 +48,8 @@ impl Block {
     /// let block = Block::open(4096)?;
     /// // SAFETY: nothing else uses the block yet.
     /// unsafe { block.as_mut_slice()[..5].copy_from_slice(b"hello") };
-    /// share::send_fd(&here, &block)?;
+    /// // SAFETY: the receiver below keeps the protocol: it reads only after the write above.
+    /// unsafe { share::send_block(&here, &block)? };
     ///
     /// // SAFETY: both blocks are used only through their unsafe views, one side at a time.
     /// let mapped = unsafe { Block::from_fd(share::recv_fd(&there)?)? };
@@ -63,17 +64,40 @@ impl Block {
     }
 
     /// A new descriptor for the memfd behind this block, close-on-exec, to hand to another
-    /// process or keep after the block is gone.
+    /// process, a driver, or a library, or to keep after the block is gone.
     ///
-    /// [`send_fd`](crate::share::send_fd) needs no clone (it borrows the block's own); this
-    /// is for handing over ownership, as to `std::process::Command` plumbing or another
-    /// library. A process started with `exec` does not inherit it unless its `FD_CLOEXEC` flag
-    /// is cleared in the child; sending it over a socket is usually simpler.
+    /// The descriptor can write the block's memory, so handing it out is `unsafe`: see
+    /// [handing out a block's descriptor](crate::share#handing-out-a-blocks-descriptor-linux).
+    /// To send it over a Unix socket, [`send_block`](crate::share::send_block) needs no new
+    /// descriptor. A process started with `exec` does not inherit this one unless its
+    /// `FD_CLOEXEC` flag is cleared in the child; sending it over a socket is usually simpler.
+    ///
+    /// # Safety
+    /// The caller keeps the promise for
+    /// [handing out a block's descriptor](crate::share#handing-out-a-blocks-descriptor-linux):
+    /// nothing writes through the descriptor, or anything made from it, to bytes that safe code
+    /// in this process references through the block (a tape's takes, a grid's cells), nor
+    /// reads bytes such code is writing; and every process it reaches keeps the protocol agreed
+    /// for the memory.
     ///
     /// # Errors
     /// What `fcntl(F_DUPFD_CLOEXEC)` answers, typically `EMFILE` when the process is out of
     /// descriptors.
-    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+    ///
+    /// ```
+    /// use std::os::unix::fs::FileExt;
+    /// use unimem::Block;
+    ///
+    /// let block = Block::open(4096)?;
+    /// // SAFETY: nothing in this process references the block's bytes, and the file below is
+    /// // the only other user of the descriptor.
+    /// let file = std::fs::File::from(unsafe { block.export_fd()? });
+    /// file.write_all_at(b"hi", 100)?;
+    /// // SAFETY: the write above is done; nothing writes while the view lives.
+    /// assert_eq!(unsafe { &block.as_slice()[100..102] }, b"hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub unsafe fn export_fd(&self) -> io::Result<OwnedFd> {
         self.region().fd().try_clone_to_owned()
     }
 }
@@ -126,7 +150,9 @@ impl OpenOptions {
 /// descriptor, and anyone it is passed on to, may still write (unless the sender sealed it
 /// with `F_SEAL_WRITE`). Reading therefore still needs care: see
 /// [`as_slice`](ReadOnlyBlock::as_slice). The descriptor itself keeps the access mode it was
-/// sent with, so [`try_clone_fd`](ReadOnlyBlock::try_clone_fd) may give a writable one.
+/// sent with, so [`export_fd`](ReadOnlyBlock::export_fd) may give a writable one, and is
+/// `unsafe` for that reason (a read-only descriptor would be no safer: see
+/// [handing out a block's descriptor](crate::share#handing-out-a-blocks-descriptor-linux)).
 ///
 /// ```
 /// use std::os::unix::net::UnixStream;
@@ -136,7 +162,8 @@ impl OpenOptions {
 /// let block = Block::open(4096)?;
 /// // SAFETY: nothing else uses the block yet.
 /// unsafe { block.as_ptr().write(42) };
-/// share::send_fd(&here, &block)?;
+/// // SAFETY: the receiver only reads, after the write above.
+/// unsafe { share::send_block(&here, &block)? };
 ///
 /// let view = ReadOnlyBlock::from_fd(share::recv_fd(&there)?)?;
 /// // SAFETY: `block`'s owner writes nothing while we read.
@@ -178,7 +205,7 @@ impl ReadOnlyBlock {
         self.block.is_pinned()
     }
 
-    /// The memfd's descriptor, borrowed. See [`Handle`].
+    /// The memfd's descriptor number. See [`Handle`].
     #[inline]
     pub fn handle(&self) -> Handle {
         self.block.handle()
@@ -192,12 +219,20 @@ impl ReadOnlyBlock {
         self.block.warm()
     }
 
-    /// A new close-on-exec descriptor for the memfd. See [`Block::try_clone_fd`].
+    /// A new close-on-exec descriptor for the memfd, with the access mode it was sent with
+    /// (which may be read-write). See [`Block::export_fd`].
+    ///
+    /// # Safety
+    /// As for [`Block::export_fd`]: the promise for
+    /// [handing out a block's descriptor](crate::share#handing-out-a-blocks-descriptor-linux).
+    /// The memory may have a writable block, a tape or a grid elsewhere in this process, and
+    /// whoever gets the descriptor can write it.
     ///
     /// # Errors
-    /// As for [`Block::try_clone_fd`].
-    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
-        self.block.try_clone_fd()
+    /// As for [`Block::export_fd`].
+    pub unsafe fn export_fd(&self) -> io::Result<OwnedFd> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.block.export_fd() }
     }
 
     /// Views the whole block as bytes.
@@ -215,32 +250,53 @@ impl ReadOnlyBlock {
     }
 }
 
-impl AsFd for ReadOnlyBlock {
-    /// The memfd behind the block, borrowed for as long as the block lives.
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.block.as_fd()
-    }
-}
-
-impl AsRawFd for ReadOnlyBlock {
-    fn as_raw_fd(&self) -> RawFd {
-        self.block.as_raw_fd()
-    }
-}
-
-// The Linux face of `Block`: its descriptor, for `SCM_RIGHTS`, `dup` and driver import calls.
-
-#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
-impl AsFd for Block {
-    /// The memfd behind the block, borrowed for as long as the block lives.
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.region().fd()
-    }
-}
-
-#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
-impl AsRawFd for Block {
-    fn as_raw_fd(&self) -> RawFd {
-        self.handle()
-    }
-}
+/// Safe code cannot get a descriptor that writes a block's memory, not even from a block inside
+/// a tape or a grid. The two ways it once could no longer compile (`cargo +nightly test --doc`
+/// also checks that each fails with the error code given):
+///
+/// ```compile_fail,E0599
+/// use unimem::{Block, Pinning, Tape};
+///
+/// let tape = Tape::on(Block::options().pinning(Pinning::BestEffort).open(4096)?);
+/// let file = std::fs::File::from(tape.block().try_clone_fd()?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// ```compile_fail,E0599
+/// use std::os::fd::AsFd;
+///
+/// let grid = unimem::Grid::<64, 64>::with_options(
+///     unimem::Block::options().pinning(unimem::Pinning::BestEffort),
+/// )?;
+/// let fd = grid.block().as_fd().try_clone_to_owned()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// nor does the export that replaced them, outside `unsafe`:
+///
+/// ```compile_fail,E0133
+/// use unimem::{Block, Pinning, Tape};
+///
+/// let tape = Tape::on(Block::options().pinning(Pinning::BestEffort).open(4096)?);
+/// let file = std::fs::File::from(tape.block().export_fd()?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// while the same code compiles, and runs, with the `unsafe` step:
+///
+/// ```
+/// use unimem::{Block, Pinning, Tape};
+///
+/// let tape = Tape::on(Block::options().pinning(Pinning::BestEffort).open(4096)?);
+/// // SAFETY: nothing writes through the descriptor; it is closed right away.
+/// let file = std::fs::File::from(unsafe { tape.block().export_fd()? });
+/// # drop(file);
+/// let grid = unimem::Grid::<64, 64>::with_options(
+///     unimem::Block::options().pinning(unimem::Pinning::BestEffort),
+/// )?;
+/// // SAFETY: as above.
+/// drop(unsafe { grid.block().export_fd()? });
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(doctest)]
+struct SafeCodeGetsNoWritableDescriptor;

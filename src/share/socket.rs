@@ -1,5 +1,6 @@
 //! Passing descriptors over a Unix stream socket (`SCM_RIGHTS`), one at a time.
 
+use crate::block::Block;
 use crate::sys;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -19,20 +20,54 @@ use std::os::unix::net::UnixStream;
 /// What `sendmsg` answers: `EPIPE` (the peer is gone), `WouldBlock` on a non-blocking stream
 /// whose buffer is full, `ETOOMANYREFS` when descriptors in flight nest too deep.
 ///
+/// A block's own descriptor is sent with [`send_block`], which is `unsafe`: a block hands out
+/// no descriptor to safe code (see
+/// [handing out a block's descriptor](crate::share#handing-out-a-blocks-descriptor-linux)).
+///
+/// ```
+/// use std::os::unix::net::UnixStream;
+/// use unimem::share;
+///
+/// let (here, there) = UnixStream::pair()?;
+/// let log = std::fs::File::open("/dev/null")?;
+/// share::send_fd(&here, &log)?;
+/// let received = share::recv_fd(&there)?;
+/// # drop(received);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn send_fd(stream: &UnixStream, fd: impl AsFd) -> io::Result<()> {
+    sys::send_fd(stream, fd.as_fd())
+}
+
+/// Sends `block`'s memfd to the process at the other end of `stream`, which receives it with
+/// [`recv_fd`] and maps it with [`Block::from_fd`] (or as a
+/// [`ReadOnlyBlock`](crate::share::ReadOnlyBlock)). No new descriptor is made here; otherwise
+/// as [`send_fd`].
+///
+/// # Safety
+/// The descriptor can write the block's memory, and whoever receives it can use it: the
+/// caller keeps the promise for
+/// [handing out a block's descriptor](crate::share#handing-out-a-blocks-descriptor-linux),
+/// as for [`Block::export_fd`].
+///
+/// # Errors
+/// As for [`send_fd`].
+///
 /// ```
 /// use std::os::unix::net::UnixStream;
 /// use unimem::{Block, share};
 ///
 /// let (here, there) = UnixStream::pair()?;
 /// let block = Block::open(4096)?;
-/// share::send_fd(&here, &block)?;
+/// // SAFETY: the receiver below keeps the protocol: it does not use the block at all.
+/// unsafe { share::send_block(&here, &block)? };
 /// let received = share::recv_fd(&there)?;
 /// // SAFETY: neither block is used at all.
 /// assert_eq!(unsafe { Block::from_fd(received)? }.len(), block.len());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn send_fd(stream: &UnixStream, fd: impl AsFd) -> io::Result<()> {
-    sys::send_fd(stream, fd.as_fd())
+pub unsafe fn send_block(stream: &UnixStream, block: &Block) -> io::Result<()> {
+    sys::send_fd(stream, block.region().fd())
 }
 
 /// Receives one descriptor that the process at the other end of `stream` sent with

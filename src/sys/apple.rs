@@ -187,6 +187,14 @@ impl Backend for Imp {
     fn memlock_limit() -> Option<u64> {
         unix::memlock_limit()
     }
+
+    fn locked_bytes() -> Option<u64> {
+        unix::locked_bytes()
+    }
+
+    fn address_space_limit() -> Option<u64> {
+        unix::address_space_limit()
+    }
 }
 
 impl Region {
@@ -210,7 +218,7 @@ impl Region {
         if surface.is_null() {
             return Err(Error::NotShareable {
                 reason: "the mach port does not name an IOSurface (IOSurfaceLookupFromMachPort \
-                         returned NULL): send the port that `Block::mach_port` gives",
+                         returned NULL): send the port that a block's `mach_port()` gives",
             });
         }
         Region::adopt_surface(Owned(surface.cast_const()))

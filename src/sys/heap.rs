@@ -20,8 +20,8 @@ pub(super) enum Imp {}
 
 impl Backend for Imp {
     type Handle = Handle;
-    /// Nothing: the address and length are all the allocation needs.
-    type Memory = ();
+    /// The layout the region was allocated with, to free it with.
+    type Memory = Layout;
     const CAN_PIN: bool = false;
     /// Nothing is ever locked here.
     const LOCK_POPULATES: bool = false;
@@ -40,7 +40,7 @@ impl Backend for Imp {
         Ok(Region {
             ptr,
             len,
-            memory: (),
+            memory: layout,
         })
     }
 
@@ -49,14 +49,9 @@ impl Backend for Imp {
     }
 
     unsafe fn release(region: &mut Region) {
-        // SAFETY: allocated in `create` with exactly this layout, which was valid then, and
-        // released once (the caller's promise).
-        unsafe {
-            alloc::dealloc(
-                region.ptr.as_ptr(),
-                Layout::from_size_align_unchecked(region.len, PAGE),
-            )
-        };
+        // SAFETY: allocated in `create` with exactly this layout, and released once (the
+        // caller's promise).
+        unsafe { alloc::dealloc(region.ptr.as_ptr(), region.memory) };
     }
 
     /// Never called: `Block` checks `CAN_PIN` first.
@@ -81,6 +76,16 @@ impl Backend for Imp {
 
     /// There is no memory-lock limit to report.
     fn memlock_limit() -> Option<u64> {
+        None
+    }
+
+    /// Nothing is ever locked here.
+    fn locked_bytes() -> Option<u64> {
+        None
+    }
+
+    /// The portable backend does not know the platform's address-space limit.
+    fn address_space_limit() -> Option<u64> {
         None
     }
 }

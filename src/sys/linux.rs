@@ -10,7 +10,9 @@ use super::{Backend, Region, unix};
 use crate::error::Error;
 use crate::ffi::linux;
 use core::ffi::c_int;
+use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use unix::check;
@@ -62,14 +64,13 @@ impl Backend for Imp {
         }
         // SAFETY: memfd_create returned a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let size = i64::try_from(len).map_err(|_| Error::TooLarge {
-            requested: len,
-            max: i64::MAX as usize,
-        })?;
-        // SAFETY: `fd` is an open memfd; ftruncate has no memory-safety preconditions.
-        if unsafe { linux::ftruncate(fd.as_raw_fd(), size) } != 0 {
-            return Err(os_error("ftruncate"));
-        }
+        // A usize always fits a u64; std reports a size the kernel refuses.
+        as_file(fd.as_fd())
+            .set_len(len as u64)
+            .map_err(|source| Error::Os {
+                call: "ftruncate",
+                source,
+            })?;
         add_seals(fd.as_fd(), SEALS).map_err(|source| Error::Os {
             call: "fcntl(F_ADD_SEALS)",
             source,
@@ -93,7 +94,10 @@ impl Backend for Imp {
         // SAFETY: mlock2 only changes page attributes of a region the caller owns.
         match check(unsafe { linux::mlock2(ptr.as_ptr().cast(), len, linux::MLOCK_ONFAULT) }) {
             // Kernels before 4.4 lack lock-on-fault: lock (and so populate) everything now.
-            Err(err) if matches!(err.raw_os_error(), Some(linux::ENOSYS | linux::EINVAL)) => {
+            Err(err)
+                if err.kind() == io::ErrorKind::Unsupported
+                    || err.raw_os_error() == Some(linux::EINVAL) =>
+            {
                 unix::mlock(ptr, len)
             }
             other => other,
@@ -140,6 +144,14 @@ impl Backend for Imp {
 
     fn memlock_limit() -> Option<u64> {
         unix::memlock_limit()
+    }
+
+    fn locked_bytes() -> Option<u64> {
+        unix::locked_bytes()
+    }
+
+    fn address_space_limit() -> Option<u64> {
+        unix::address_space_limit()
     }
 }
 
@@ -235,8 +247,8 @@ fn seals(fd: BorrowedFd<'_>) -> Result<c_int, Error> {
         Some(linux::EINVAL) => Err(Error::NotShareable {
             reason: "it is not a memfd (a regular file, a pipe, a socket, a device...), so \
                      nothing stops another process from truncating it under the mapping, or it \
-                     cannot be mapped at all: send a memfd instead, such as a Block's \
-                     (`Block::try_clone_fd`)",
+                     cannot be mapped at all: send a memfd instead, such as a unimem block's \
+                     (`share::send_block`)",
         }),
         Some(linux::EBADF) => Err(Error::NotShareable {
             reason: "it was opened with O_PATH, which allows no I/O: send the memfd itself",
@@ -296,21 +308,36 @@ fn add_seals(fd: BorrowedFd<'_>, seals: c_int) -> io::Result<()> {
     check(unsafe { linux::fcntl(fd.as_raw_fd(), linux::F_ADD_SEALS, seals) })
 }
 
-/// The file's size from `fstat`, which, unlike `lseek(SEEK_END)`, does not move the file
-/// offset that we share with the sender (they hold the same open file description).
+/// The file's size. `fstat` (through std, which lays out `struct stat` right on every
+/// architecture) does not move the file offset that we share with the sender, as
+/// `lseek(SEEK_END)` would: they hold the same open file description.
 fn file_size(fd: BorrowedFd<'_>) -> Result<usize, Error> {
-    let mut stat = linux::stat::zeroed();
-    // SAFETY: `stat` is a writable buffer of the size and layout of the C `struct stat`
-    // (checked against libc in ffi/tests.rs).
-    check(unsafe { linux::fstat(fd.as_raw_fd(), &mut stat) }).map_err(|source| Error::Os {
-        call: "fstat",
-        source,
-    })?;
-    // A file size is never negative, and on the 64-bit targets we map on it fits a usize.
-    usize::try_from(stat.st_size).map_err(|_| Error::Os {
-        call: "fstat",
-        source: io::Error::other(format!("the size is {} bytes", stat.st_size)),
-    })
+    let size = as_file(fd)
+        .metadata()
+        .map_err(|source| Error::Os {
+            call: "fstat",
+            source,
+        })?
+        .len();
+    // One mapping spans at most isize::MAX bytes, which a 32-bit process cannot reach.
+    usize::try_from(size)
+        .ok()
+        .filter(|&len| len <= isize::MAX as usize)
+        .ok_or_else(|| Error::Os {
+            call: "fstat",
+            source: io::Error::other(format!(
+                "the memfd is {size} bytes, more than one mapping of this process can span"
+            )),
+        })
+}
+
+/// `fd` as a `File`, for the calls std makes portably (`ftruncate64`, `statx` or `fstat64`
+/// as each target needs), without a new descriptor. Never drop it as a `File`: the
+/// descriptor stays `fd`'s owner's.
+fn as_file(fd: BorrowedFd<'_>) -> ManuallyDrop<File> {
+    // SAFETY: `fd` is open while borrowed, and the caller uses the File only meanwhile;
+    // ManuallyDrop keeps it from closing a descriptor it does not own.
+    ManuallyDrop::new(unsafe { File::from_raw_fd(fd.as_raw_fd()) })
 }
 
 /// [`Error::Os`] from the calling thread's `errno`, read right after `call` failed.

@@ -22,6 +22,9 @@ backend! {
         pub(crate) use {imp::Access, scm::{recv_fd, send_fd}};
         #[cfg(target_vendor = "apple")]
         pub(crate) use imp::deallocate_port;
+        // Not a backend: the CUDA driver, which registers a backend's memory for a GPU.
+        #[cfg(all(feature = "cuda", target_os = "linux"))]
+        pub(crate) mod cuda;
     }
     portable: {
         #[path = "heap.rs"]
@@ -66,6 +69,12 @@ trait Backend {
     fn page_size() -> usize;
     /// The soft `RLIMIT_MEMLOCK` in bytes, or `None` when it is unlimited or unknown.
     fn memlock_limit() -> Option<u64>;
+    /// How many bytes this process has locked in RAM now, or `None` where the system does
+    /// not say. For error messages.
+    fn locked_bytes() -> Option<u64>;
+    /// The soft `RLIMIT_AS` (`ulimit -v`) in bytes, or `None` when it is unlimited, unknown or
+    /// not enforced. For error messages.
+    fn address_space_limit() -> Option<u64>;
 }
 
 /// Memory that a backend made or adopted: `len` bytes at `ptr`, released on drop.
@@ -133,4 +142,14 @@ pub(crate) fn page_size() -> usize {
 /// The soft `RLIMIT_MEMLOCK` in bytes, or `None` when it is unlimited or unknown.
 pub(crate) fn memlock_limit() -> Option<u64> {
     Imp::memlock_limit()
+}
+
+/// How many bytes this process has locked in RAM now, or `None` where the system does not say.
+pub(crate) fn locked_bytes() -> Option<u64> {
+    Imp::locked_bytes()
+}
+
+/// The soft `RLIMIT_AS` in bytes, or `None` when it is unlimited, unknown or not enforced.
+pub(crate) fn address_space_limit() -> Option<u64> {
+    Imp::address_space_limit()
 }

@@ -23,7 +23,40 @@ pub(crate) fn memlock_limit() -> Option<u64> {
     };
     // SAFETY: `limit` is a valid, writable `struct rlimit`.
     let rc = unsafe { posix::getrlimit(posix::RLIMIT_MEMLOCK, &mut limit) };
-    (rc == 0 && limit.rlim_cur != posix::RLIM_INFINITY).then_some(limit.rlim_cur)
+    // `rlim_t` is 32 or 64 bits wide, and always fits a u64.
+    #[allow(clippy::useless_conversion, reason = "u64 already where rlim_t is 64 bits")]
+    (rc == 0 && limit.rlim_cur != posix::RLIM_INFINITY).then(|| u64::from(limit.rlim_cur))
+}
+
+/// How many bytes this process has locked in RAM now (`VmLck` in /proc/self/status on Linux),
+/// or `None` where the system does not say.
+pub(crate) fn locked_bytes() -> Option<u64> {
+    proc_bytes("/proc/self/status", "VmLck:")
+}
+
+/// The soft `RLIMIT_AS` (`ulimit -v`) in bytes, or `None` when it is unlimited or cannot be
+/// read. Read from /proc/self/limits on Linux, which spares a constant that differs between
+/// architectures; macOS does not enforce the limit, so it has none to report.
+pub(crate) fn address_space_limit() -> Option<u64> {
+    let limit = proc_line("/proc/self/limits", "Max address space")?;
+    limit.split_whitespace().next()?.parse().ok()
+}
+
+/// The rest of the line of `path` that starts with `prefix`, on Linux.
+fn proc_line(path: &str, prefix: &str) -> Option<String> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|line| line.starts_with(prefix))?;
+    Some(line[prefix.len()..].to_owned())
+}
+
+/// A `kB` field of a /proc file (`VmLck:     8192 kB`), in bytes.
+fn proc_bytes(path: &str, field: &str) -> Option<u64> {
+    let value = proc_line(path, field)?;
+    let kib: u64 = value.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Locks `len` bytes at `ptr` in RAM, faulting every page in.

@@ -109,6 +109,8 @@ impl<'t> Lane<'t> {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     #[inline]
+    #[must_use = "the bytes stay taken until the tape is cleared; use the pointer or don't take"]
+    #[track_caller]
     pub fn take(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
         check_align(align);
         match self.bump(size, align) {
@@ -130,6 +132,7 @@ impl<'t> Lane<'t> {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     #[inline]
+    #[must_use = "the memory stays taken until the tape is cleared"]
     pub fn take_slice<T>(&mut self, n: usize) -> Option<&'t mut [MaybeUninit<T>]> {
         typed::slice(self, n)
     }
@@ -144,6 +147,7 @@ impl<'t> Lane<'t> {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     #[inline]
+    #[must_use = "the memory stays taken until the tape is cleared"]
     pub fn take_copy<T: Copy>(&mut self, items: &[T]) -> Option<&'t mut [T]> {
         typed::copy(self, items)
     }
@@ -158,6 +162,7 @@ impl<'t> Lane<'t> {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     #[inline]
+    #[must_use = "the memory stays taken until the tape is cleared"]
     pub fn take_fill<T: Clone>(&mut self, n: usize, value: T) -> Option<&'t mut [T]> {
         typed::fill(self, n, value)
     }
@@ -173,6 +178,7 @@ impl<'t> Lane<'t> {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     #[inline]
+    #[must_use = "the memory stays taken until the tape is cleared"]
     pub fn take_value<T>(&mut self, value: T) -> Option<&'t mut T> {
         typed::value(self, value)
     }
@@ -206,7 +212,9 @@ impl<'t> Lane<'t> {
         }
         // Too big for a chunk, too much of this chunk left to abandon, too strictly aligned
         // to fit a chunk, or the tape is nearly full.
-        self.tape.take(size, align)
+        let (start, _) = self.tape.take_exact(size, align)?;
+        // SAFETY: `take_exact` keeps `start` within the block.
+        Some(unsafe { self.base.add(start) })
     }
 }
 

@@ -28,26 +28,119 @@ fn assert_disjoint(tape: &Tape, spans: &mut [Range<usize>]) {
     assert!(spans.iter().all(|span| span.end <= tape.capacity()));
 }
 
+// Under loom a thread settles on a tape at its first take and claims chunks of 32 bytes,
+// then 64 (see `per_thread`), so these models reach chunks and refills in a few steps. The
+// first chunk claimed on a tape starts at 0, the next on the following free cache line.
+
 #[test]
-fn concurrent_takes_never_overlap() {
+fn takes_from_two_threads_chunks_never_overlap() {
     loom::model(|| {
         let tape = tape();
         let other = {
             let tape = tape.clone();
-            thread::spawn(move || span(&tape, tape.take(3, 1), 3))
+            thread::spawn(move || {
+                [
+                    span(&tape, tape.take(3, 1), 3),
+                    span(&tape, tape.take(8, 1), 8),
+                ]
+            })
         };
-        let mine = span(&tape, tape.take(8, 8), 8);
+        let mine = [
+            span(&tape, tape.take(8, 1), 8),
+            span(&tape, tape.take(8, 1), 8),
+        ];
         let theirs = other.join().unwrap();
-        // Either order is possible; in both, the cursor ends exactly past the later take.
-        let used = if theirs.start < mine.start {
-            assert_eq!((theirs.clone(), mine.clone()), (0..3, 8..16));
-            16
-        } else {
-            assert_eq!((mine.clone(), theirs.clone()), (0..8, 8..11));
-            11
+        // One thread's takes follow each other inside its chunk.
+        assert_eq!(mine[1].start, mine[0].end);
+        assert_eq!(theirs[1].start, theirs[0].end);
+        let mut starts = [mine[0].start, theirs[0].start];
+        starts.sort();
+        assert_eq!(starts, [0, 128]);
+        let mut spans = [mine, theirs].concat();
+        assert_disjoint(&tape, &mut spans);
+        assert_eq!(tape.used(), 128 + 32);
+    });
+}
+
+#[test]
+fn a_threads_chunk_refills_while_another_takes() {
+    loom::model(|| {
+        let tape = tape();
+        let other = {
+            let tape = tape.clone();
+            thread::spawn(move || {
+                // A chunk of 32 bytes, then one of 64: the fifth take needs the second, which
+                // joins the first if nobody took in between and starts elsewhere otherwise.
+                (0..5)
+                    .map(|_| span(&tape, tape.take(8, 1), 8))
+                    .collect::<Vec<_>>()
+            })
         };
-        assert_eq!(tape.used(), used);
+        // Large against a first chunk: exactly at the shared cursor.
+        let mut spans = vec![span(&tape, tape.take(24, 1), 24)];
+        let theirs = other.join().unwrap();
+        for pair in theirs[..4].windows(2) {
+            assert_eq!(pair[0].end, pair[1].start, "within the first chunk");
+        }
+        spans.extend(theirs);
+        assert_disjoint(&tape, &mut spans);
+        assert!(tape.used() >= spans.last().unwrap().end);
+    });
+}
+
+#[test]
+fn clear_shared_takes_back_a_chunk_another_thread_holds() {
+    loom::model(|| {
+        let tape = tape();
+        // This thread settles and holds a chunk of 32 bytes with 24 left.
+        assert_eq!(span(&tape, tape.take(8, 1), 8), 0..8);
+        let clearer = {
+            let tape = tape.clone();
+            thread::spawn(move || {
+                let theirs = span(&tape, tape.take(8, 1), 8);
+                // SAFETY: the spawning thread uses nothing it took, and the join orders this
+                // clear before its next take; this thread's own take is not used after.
+                unsafe { tape.clear_shared() };
+                theirs
+            })
+        };
+        assert_eq!(
+            clearer.join().unwrap(),
+            128..136,
+            "a chunk on the next cache line"
+        );
+        // The chunk from before the clear is gone: the next take starts the tape again (in a
+        // chunk of 64 now), instead of handing out bytes 8..16.
+        assert_eq!(span(&tape, tape.take(8, 1), 8), 0..8);
+        assert_eq!(tape.used(), 64);
+    });
+}
+
+#[test]
+fn rewind_after_join_takes_back_every_threads_chunk() {
+    loom::model(|| {
+        let mut tape = tape();
+        let other = {
+            let tape = tape.clone();
+            thread::spawn(move || span(&tape, tape.take(8, 1), 8))
+        };
+        let mark = tape.mark();
+        let mine = span(&tape, tape.take(8, 1), 8);
+        let theirs = other.join().unwrap();
         assert_disjoint(&tape, &mut [mine, theirs]);
+
+        let tape = Arc::get_mut(&mut tape).expect("the other thread is gone");
+        assert_eq!(tape.used(), 128 + 32);
+        tape.rewind(mark);
+        assert_eq!(tape.used(), mark.used());
+        // This thread's chunk went with the rewind: its next take claims afresh at the mark,
+        // joining on at 0 or on the next cache line after the other thread's chunk.
+        let again = span(tape, tape.take(8, 1), 8);
+        let expected = if mark.used() == 0 { 0 } else { 128 };
+        assert_eq!(again.start, expected);
+        tape.clear();
+        assert_eq!((tape.used(), tape.peak()), (0, 160));
+        assert_eq!(span(tape, tape.take(8, 1), 8), 0..8);
     });
 }
 
@@ -90,38 +183,15 @@ fn a_lane_gives_back_its_tail_only_if_nobody_took_after_it() {
         let laned = lane_thread.join().unwrap();
         let mut spans = [taken, laned];
         assert_disjoint(&tape, &mut spans);
-        // The lane's chunk came first and was handed back, or came first and was fenced in by
-        // the take, or came second (aligned to 128) and was handed back. In every case the
-        // tape counts exactly up to the last byte handed out.
-        let placements = [[0..8, 8..16], [0..8, 64..72], [0..8, 128..136]];
-        assert!(
-            placements.contains(&spans),
-            "unexpected placement {spans:?}"
-        );
-        assert_eq!(tape.used(), spans[1].end);
-    });
-}
-
-#[test]
-fn rewind_and_clear_after_join_see_every_take() {
-    loom::model(|| {
-        let mut tape = tape();
-        let other = {
-            let tape = tape.clone();
-            thread::spawn(move || span(&tape, tape.take(100, 1), 100))
-        };
-        let mark = tape.mark();
-        let mine = span(&tape, tape.take(50, 1), 50);
-        let theirs = other.join().unwrap();
-        assert_disjoint(&tape, &mut [mine.clone(), theirs.clone()]);
-
-        let tape = Arc::get_mut(&mut tape).expect("the other thread is gone");
-        assert_eq!(tape.used(), 150);
-        tape.rewind(mark);
-        assert_eq!(tape.used(), mark.used());
-        tape.clear();
-        assert_eq!((tape.used(), tape.peak()), (0, 150));
-        // Everything is free again, from the start.
-        assert_eq!(span(tape, tape.take(150, 1), 150), 0..150);
+        assert_eq!(spans, [0..8, 128..136]);
+        // The lane's chunk (64) came first and this thread's chunk (32) on the next cache
+        // line, the lane handing its tail back before or after (fenced in); or this thread's
+        // came first, and the lane handed back the tail of its chunk at 128. The peak counts
+        // what was reserved.
+        match tape.used() {
+            160 => assert_eq!(tape.peak(), 160),
+            136 => assert_eq!(tape.peak(), 128 + 64),
+            used => panic!("used {used}"),
+        }
     });
 }

@@ -1,6 +1,6 @@
 //! The typed takes, written once for both [`Tape`] and [`Lane`](super::Lane).
 
-use super::Tape;
+use super::{Lane, Tape};
 use core::alloc::Layout;
 use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
@@ -87,4 +87,225 @@ unsafe fn assume_init<T>(slots: &mut [MaybeUninit<T>]) -> &mut [T] {
     // SAFETY: `MaybeUninit<T>` has the layout of `T`, and the caller promises every element is
     // initialised.
     unsafe { &mut *(ptr::from_mut(slots) as *mut [T]) }
+}
+
+/// `n` values, the `i`th made by `make(i)`, in order.
+#[inline]
+pub(super) fn fill_with<'t, T>(
+    source: &mut impl Source<'t>,
+    n: usize,
+    mut make: impl FnMut(usize) -> T,
+) -> Option<&'t mut [T]> {
+    let slots = slice::<T>(source, n)?;
+    for (i, slot) in slots.iter_mut().enumerate() {
+        slot.write(make(i));
+    }
+    // SAFETY: every slot was written above. Should `make` panic, the slice is never returned,
+    // and the slots written so far are never read or dropped: tape memory is never dropped.
+    Some(unsafe { assume_init(slots) })
+}
+
+/// The items of `items`, at most as many as its `len()` said, in order: fewer if it ends
+/// sooner. A `len()` that lies costs room, never soundness.
+#[inline]
+pub(super) fn from_iter<'t, I>(source: &mut impl Source<'t>, items: I) -> Option<&'t mut [I::Item]>
+where
+    I: IntoIterator<IntoIter: ExactSizeIterator>,
+{
+    let mut items = items.into_iter();
+    let slots = slice::<I::Item>(source, items.len())?;
+    let mut written = 0;
+    for slot in slots.iter_mut() {
+        let Some(item) = items.next() else { break };
+        slot.write(item);
+        written += 1;
+    }
+    // SAFETY: the first `written` slots were written, one by one, just above. (A panic in
+    // `next` returns nothing, as in `fill_with`.)
+    Some(unsafe { assume_init(&mut slots[..written]) })
+}
+
+/// A copy of `text`.
+#[inline]
+pub(super) fn str<'t>(source: &mut impl Source<'t>, text: &str) -> Option<&'t mut str> {
+    let bytes = copy(source, text.as_bytes())?;
+    // SAFETY: a byte-for-byte copy of a `str` is as valid UTF-8 as the `str` was.
+    Some(unsafe { core::str::from_utf8_unchecked_mut(bytes) })
+}
+
+/// The typed takes that need no `unsafe` to fill, and the `Layout`-based raw take.
+impl Tape {
+    /// Takes `n` values made by `make(0)`, `make(1)`, …, `make(n - 1)`, in that order,
+    /// borrowing the tape until they are gone. `None` (and `make` never called) if they do not
+    /// fit. Their destructors never run.
+    ///
+    /// Should `make` panic, the panic goes on to the caller, the values made so far are
+    /// forgotten, and the room taken for all `n` stays taken until the tape is cleared: the
+    /// tape stays consistent and nothing uninitialised is ever handed out.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let squares = tape.take_fill_with(5, |i| (i * i) as u32).unwrap();
+    /// assert_eq!(squares, &[0, 1, 4, 9, 16]);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[must_use = "dropping the slice leaves its room taken until the tape is cleared"]
+    #[doc(alias = "alloc_slice_fill_with")]
+    #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
+    pub fn take_fill_with<T>(&self, n: usize, make: impl FnMut(usize) -> T) -> Option<&mut [T]> {
+        fill_with(&mut &*self, n, make)
+    }
+
+    /// Takes room for as many items as `items.len()` says and moves the items in, in order,
+    /// borrowing the tape until they are gone. `None` (and no item taken from the iterator) if
+    /// they do not fit. Their destructors never run.
+    ///
+    /// An iterator whose `len()` lies costs room, never soundness: the result holds the items
+    /// it yielded, never more than `len()` of them, so it is shorter when the iterator ends
+    /// early, and items beyond `len()` stay in the iterator. A panic in the iterator behaves
+    /// as one in [`take_fill_with`](Tape::take_fill_with)'s closure.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let words = ["lock", "free", "tape"];
+    /// let lengths = tape.take_iter(words.iter().map(|w| w.len() as u8)).unwrap();
+    /// assert_eq!(lengths, &[4, 4, 4]);
+    /// let tokens = tape.take_iter(vec![101u32, 2023, 102]).unwrap();
+    /// assert_eq!(tokens.len(), 3);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[must_use = "dropping the slice leaves its room taken until the tape is cleared"]
+    #[doc(
+        alias = "alloc_slice_fill_iter",
+        alias = "from_iter",
+        alias = "collect"
+    )]
+    #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
+    pub fn take_iter<I>(&self, items: I) -> Option<&mut [I::Item]>
+    where
+        I: IntoIterator<IntoIter: ExactSizeIterator>,
+    {
+        from_iter(&mut &*self, items)
+    }
+
+    /// Takes a copy of `text`, borrowing the tape until it is gone. `None` if it does not fit.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let name = tape.take_str("layer_norm").unwrap();
+    /// name.make_ascii_uppercase();
+    /// assert_eq!(name, "LAYER_NORM");
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[must_use = "dropping the string leaves its room taken until the tape is cleared"]
+    #[doc(alias = "alloc_str")]
+    #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
+    pub fn take_str(&self, text: &str) -> Option<&mut str> {
+        str(&mut &*self, text)
+    }
+
+    /// Takes room for `layout`: [`take`](Tape::take) with the layout's size and alignment,
+    /// which never panics, since a `Layout`'s alignment is always a power of two. `None` if it
+    /// does not fit. For types and code that speak `Layout`, as allocators do.
+    ///
+    /// ```
+    /// use std::alloc::Layout;
+    ///
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let layout = Layout::new::<[u64; 4]>();
+    /// let p = tape.take_layout(layout).unwrap();
+    /// assert_eq!(p.as_ptr() as usize % layout.align(), 0);
+    /// assert!(tape.owns(p.as_ptr()));
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[must_use = "dropping the pointer leaves its room taken until the tape is cleared"]
+    #[doc(alias = "alloc", alias = "alloc_layout")]
+    pub fn take_layout(&self, layout: Layout) -> Option<NonNull<u8>> {
+        self.take(layout.size(), layout.align())
+    }
+}
+
+/// The same on a lane: each result borrows the tape, not the lane, as the lane's other takes.
+impl<'t> Lane<'t> {
+    /// Takes `n` values made by `make(0)`, …, `make(n - 1)`, like [`Tape::take_fill_with`].
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(1 << 20)?;
+    /// let mut lane = tape.lane();
+    /// let xs = lane.take_fill_with(4, |i| i as f32 * 0.5).unwrap();
+    /// assert_eq!(xs, &[0.0, 0.5, 1.0, 1.5]);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[must_use = "dropping the slice leaves its room taken until the tape is cleared"]
+    #[doc(alias = "alloc_slice_fill_with")]
+    pub fn take_fill_with<T>(
+        &mut self,
+        n: usize,
+        make: impl FnMut(usize) -> T,
+    ) -> Option<&'t mut [T]> {
+        fill_with(self, n, make)
+    }
+
+    /// Takes the items of an exact-size iterator, like [`Tape::take_iter`], lying `len()`
+    /// included.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(1 << 20)?;
+    /// let mut lane = tape.lane();
+    /// let ids = lane.take_iter((0..4u16).rev()).unwrap();
+    /// assert_eq!(ids, &[3, 2, 1, 0]);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[must_use = "dropping the slice leaves its room taken until the tape is cleared"]
+    #[doc(
+        alias = "alloc_slice_fill_iter",
+        alias = "from_iter",
+        alias = "collect"
+    )]
+    pub fn take_iter<I>(&mut self, items: I) -> Option<&'t mut [I::Item]>
+    where
+        I: IntoIterator<IntoIter: ExactSizeIterator>,
+    {
+        from_iter(self, items)
+    }
+
+    /// Takes a copy of `text`, like [`Tape::take_str`].
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(1 << 20)?;
+    /// let mut lane = tape.lane();
+    /// let s = lane.take_str("héllo").unwrap();
+    /// assert_eq!(s, "héllo");
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[must_use = "dropping the string leaves its room taken until the tape is cleared"]
+    #[doc(alias = "alloc_str")]
+    pub fn take_str(&mut self, text: &str) -> Option<&'t mut str> {
+        str(self, text)
+    }
+
+    /// Takes room for `layout`, like [`Tape::take_layout`].
+    ///
+    /// ```
+    /// use std::alloc::Layout;
+    ///
+    /// let tape = unimem::Tape::start(1 << 20)?;
+    /// let mut lane = tape.lane();
+    /// let p = lane.take_layout(Layout::from_size_align(100, 64).unwrap()).unwrap();
+    /// assert_eq!(p.as_ptr() as usize % 64, 0);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[must_use = "dropping the pointer leaves its room taken until the tape is cleared"]
+    #[doc(alias = "alloc", alias = "alloc_layout")]
+    pub fn take_layout(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        self.take(layout.size(), layout.align())
+    }
 }

@@ -1,0 +1,284 @@
+//! Turns the estimates of the last `cargo bench` run into the README's benchmark table.
+//!
+//! ```text
+//! cargo bench                                   # all groups, about 8 minutes here
+//! cargo run -p unimem-bench --bin bench_table   # print the table and the targets
+//! cargo run -p unimem-bench --bin bench_table -- --write README.md
+//! ```
+//!
+//! It reads criterion's `new/estimates.json` files (the mean of each benchmark) under
+//! the directory criterion wrote them to (see [`criterion_home`]), lays them out as [`spec::ROWS`] says,
+//! checks every target in [`spec::TARGETS`] as a ratio measured in the same run, and with
+//! `--write` replaces the part of the file between `<!-- bench-table:begin -->` and
+//! `<!-- bench-table:end -->`. No dependencies: the few numbers needed are picked out of the
+//! JSON by hand.
+
+mod spec;
+
+use spec::{Bench, Bound, COLUMNS, Measure, ROWS, TARGETS, Target, Unit};
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::{env, fs, process};
+
+const BEGIN: &str = "<!-- bench-table:begin -->";
+const END: &str = "<!-- bench-table:end -->";
+
+/// One benchmark's mean time per iteration, in nanoseconds, or `None` if it was not run.
+struct Estimates {
+    root: PathBuf,
+    missing: BTreeSet<String>,
+}
+
+impl Estimates {
+    fn mean_ns(&mut self, Bench(group, function): Bench) -> Option<f64> {
+        let path = self
+            .root
+            .join(group)
+            .join(function)
+            .join("new/estimates.json");
+        let found = fs::read_to_string(&path)
+            .ok()
+            .and_then(|json| point_estimate(&json, "mean"));
+        if found.is_none() {
+            self.missing.insert(format!("{group}/{function}"));
+        }
+        found
+    }
+}
+
+/// The `point_estimate` of the statistic named `stat` in criterion's estimates.json.
+fn point_estimate(json: &str, stat: &str) -> Option<f64> {
+    let at = json.find(&format!("\"{stat}\""))?;
+    let rest = &json[at..];
+    let value = &rest[rest.find("\"point_estimate\"")? + "\"point_estimate\"".len()..];
+    let value = value.trim_start().strip_prefix(':')?.trim_start();
+    let end = value
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))
+        .unwrap_or(value.len());
+    value[..end].parse().ok()
+}
+
+fn time(ns: f64) -> String {
+    match ns {
+        ns if ns < 10.0 => format!("{ns:.2} ns"),
+        ns if ns < 1e3 => format!("{ns:.1} ns"),
+        ns if ns < 1e6 => format!("{:.1} µs", ns / 1e3),
+        ns => format!("{:.2} ms", ns / 1e6),
+    }
+}
+
+impl Unit {
+    fn show(self, ns: f64) -> String {
+        match self {
+            Unit::Time => time(ns),
+            Unit::Bandwidth(bytes) => format!("{:.1} GB/s", bytes / ns),
+        }
+    }
+}
+
+fn table(est: &mut Estimates) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| Operation | {} |", COLUMNS.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---|".repeat(COLUMNS.len()));
+    for row in ROWS {
+        let cells: Vec<String> = row
+            .cells
+            .iter()
+            .map(|cell| {
+                let parts: Vec<String> = cell
+                    .iter()
+                    .filter_map(|(prefix, function)| {
+                        let ns = est.mean_ns(Bench(row.group, function))?;
+                        Some(format!("{prefix}{}", row.unit.show(ns)))
+                    })
+                    .collect();
+                if parts.is_empty() {
+                    "-".to_owned()
+                } else {
+                    parts.join(" · ")
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "| {} | {} |", row.label, cells.join(" | "));
+    }
+    let _ = writeln!(
+        out,
+        "| pinned | {} | no | no | no | no | no | yes |",
+        if cfg!(target_os = "linux") {
+            "yes (mlock2, on fault when lazy)"
+        } else if cfg!(target_vendor = "apple") {
+            "yes (mlock on the locked IOSurface)"
+        } else {
+            "no (portable backend)"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "| HW shared | {} | CPU | CPU | CPU | CPU | CPU | CPU |",
+        if cfg!(target_os = "linux") {
+            "CPU + other processes + fd importers (sealed memfd)"
+        } else if cfg!(target_vendor = "apple") {
+            "CPU + GPU + AMX + ANE (IOSurface)"
+        } else {
+            "CPU"
+        }
+    );
+    out
+}
+
+/// What `target` measured in this run, or `None` if a benchmark it needs was not run.
+fn measure(est: &mut Estimates, target: &Target) -> Option<f64> {
+    match target.measure {
+        Measure::Time(bench) => est.mean_ns(bench),
+        Measure::Ratio(bench, baselines) => {
+            let time = est.mean_ns(bench);
+            // Look every baseline up, so that each one missing is reported.
+            let fastest = baselines
+                .iter()
+                .filter_map(|&baseline| est.mean_ns(baseline))
+                .reduce(f64::min);
+            Some(time? / fastest?)
+        }
+    }
+}
+
+fn target_table(est: &mut Estimates) -> String {
+    let mut out = String::from("| target | limit | measured | met |\n|---|---|---|---|\n");
+    for target in TARGETS {
+        let (sign, limit) = match target.bound {
+            Bound::AtMost(limit) => ("≤", limit),
+            Bound::AtLeast(limit) => ("≥", limit),
+        };
+        let unit = target.unit;
+        let (measured, met) = match measure(est, target) {
+            Some(v) => {
+                let met = match target.bound {
+                    Bound::AtMost(limit) => v <= limit,
+                    Bound::AtLeast(limit) => v >= limit,
+                };
+                (format!("{v:.2}{unit}"), if met { "yes" } else { "**no**" })
+            }
+            None => ("not measured".to_owned(), "?"),
+        };
+        let what = target.what;
+        let _ = writeln!(
+            out,
+            "| {what} | {sign} {limit}{unit} | {measured} | {met} |"
+        );
+    }
+    out
+}
+
+/// "CPU model, N cores, Linux x.y.z, date": where and when the numbers were taken.
+fn machine() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| env::consts::ARCH.to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| format!("{} {}", env::consts::OS, k.trim()))
+        .unwrap_or_else(|_| env::consts::OS.to_owned());
+    let date = process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|d| d.trim().to_owned())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {kernel}, measured {date}")
+}
+
+fn main() {
+    let mut args = env::args().skip(1);
+    let mut write_to = None;
+    let mut root = criterion_home();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--write" => write_to = args.next().map(PathBuf::from),
+            "--criterion" => root = args.next().map(PathBuf::from).unwrap_or(root),
+            other => {
+                eprintln!(
+                    "unknown argument {other:?}; usage: bench_table [--criterion DIR] [--write README.md]"
+                );
+                process::exit(2);
+            }
+        }
+    }
+    if !root.is_dir() {
+        eprintln!(
+            "no criterion results under {}: run `cargo bench` first",
+            root.display()
+        );
+        process::exit(1);
+    }
+    let mut est = Estimates {
+        root,
+        missing: BTreeSet::new(),
+    };
+    let section = format!(
+        "{BEGIN}\n_{}_\n\n{}\nTargets, as ratios measured in the same run:\n\n{}{END}",
+        machine(),
+        table(&mut est),
+        target_table(&mut est),
+    );
+    println!("{section}");
+    if !est.missing.is_empty() {
+        eprintln!("not measured: {}", Vec::from_iter(est.missing).join(", "));
+    }
+    if let Some(path) = write_to {
+        if let Err(err) = splice(&path, &section) {
+            eprintln!("{}: {err}", path.display());
+            process::exit(1);
+        }
+        eprintln!("wrote the table into {}", path.display());
+    }
+}
+
+/// Where criterion writes its results when cargo runs the benchmarks, whatever directory this
+/// tool runs in: `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`, else `criterion` in the
+/// workspace's target directory. Relative paths are relative to the benchmark crate, where
+/// cargo runs the benchmarks.
+fn criterion_home() -> PathBuf {
+    let benches = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Some(home) = env::var_os("CRITERION_HOME") {
+        return benches.join(home);
+    }
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| benches.join(dir))
+        .or_else(cargo_target_directory)
+        .unwrap_or_else(|| benches.join("../target"));
+    target.join("criterion")
+}
+
+/// The workspace's target directory, as `cargo metadata` reports it (the build may have
+/// configured it elsewhere).
+fn cargo_target_directory() -> Option<PathBuf> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    let json = String::from_utf8(output.stdout).ok()?;
+    let key = "\"target_directory\":\"";
+    let rest = &json[json.find(key)? + key.len()..];
+    Some(PathBuf::from(&rest[..rest.find('"')?]))
+}
+
+/// Replaces the marked section of the file at `path` with `section`.
+fn splice(path: &Path, section: &str) -> Result<(), String> {
+    let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let (Some(begin), Some(end)) = (text.find(BEGIN), text.find(END)) else {
+        return Err(format!("the file has no {BEGIN} … {END} section"));
+    };
+    let updated = format!("{}{section}{}", &text[..begin], &text[end + END.len()..]);
+    fs::write(path, updated).map_err(|e| e.to_string())
+}

@@ -1,0 +1,116 @@
+//! What the README table shows and which targets it checks: data, one entry a line.
+//!
+//! Names are criterion's: a benchmark is a group (a directory under `target/criterion`) and a
+//! function in it. A row or target whose benchmarks were not run shows as not measured.
+
+/// One benchmark: its criterion group and function.
+#[derive(Clone, Copy)]
+pub struct Bench(pub &'static str, pub &'static str);
+
+/// What a table cell shows for one contender: a time, or bandwidth over that many bytes.
+#[derive(Clone, Copy)]
+pub enum Unit {
+    Time,
+    Bandwidth(f64),
+}
+
+/// The table's columns, after the operation: the seed's, plus bumpalo.
+pub const COLUMNS: [&str; 7] = [
+    "unimem",
+    "malloc",
+    "Vec",
+    "Box",
+    "bumpalo",
+    "mmap",
+    "mmap+mlock",
+];
+
+/// The functions shown per column, each with a prefix when a cell shows more than one.
+type Cells = [&'static [(&'static str, &'static str)]; 7];
+
+/// A row: its label, its criterion group, and what each column shows.
+pub struct Row {
+    pub label: &'static str,
+    pub group: &'static str,
+    pub unit: Unit,
+    pub cells: Cells,
+}
+
+const SIXTY_FOUR_MIB: f64 = (64 << 20) as f64;
+
+#[rustfmt::skip]
+const TAKE: Cells = [&[("Tape ", "tape"), ("Lane ", "lane")], &[("", "malloc")], &[("", "vec")], &[("", "box")], &[("", "bumpalo")], &[("", "mmap")], &[]];
+#[rustfmt::skip]
+const BANDWIDTH: Cells = [&[("", "block")], &[("", "malloc")], &[("", "vec")], &[("", "box")], &[], &[("", "mmap")], &[("", "mmap_mlock")]];
+
+#[rustfmt::skip]
+pub const ROWS: &[Row] = &[
+    Row { label: "take 64 B", group: "take_64B", unit: Unit::Time, cells: TAKE },
+    Row { label: "take 4 KiB", group: "take_4KiB", unit: Unit::Time, cells: TAKE },
+    Row { label: "take 1 MiB", group: "take_1MiB", unit: Unit::Time, cells: TAKE },
+    Row { label: "free all (1,000 allocations)", group: "free_all", unit: Unit::Time,
+          cells: [&[("", "tape")], &[("", "malloc")], &[("", "vec")], &[("", "box")], &[("", "bumpalo")], &[("", "munmap")], &[]] },
+    Row { label: "grid cycle 4 KiB", group: "grid_cycle_4KiB", unit: Unit::Time,
+          cells: [&[("Grid ", "grid"), ("stash ", "stash")], &[("", "malloc")], &[("", "vec")], &[("", "box")], &[], &[("", "mmap")], &[]] },
+    Row { label: "init 16 MiB (lazy)", group: "init_16MiB_lazy", unit: Unit::Time,
+          cells: [&[("", "block")], &[("", "malloc")], &[], &[], &[], &[("", "mmap")], &[]] },
+    Row { label: "init 16 MiB (warm)", group: "init_16MiB_warm", unit: Unit::Time,
+          cells: [&[("", "block")], &[("", "malloc_touch")], &[], &[], &[], &[], &[("", "mmap_mlock")]] },
+    Row { label: "write 64 MiB", group: "write_64MiB", unit: Unit::Bandwidth(SIXTY_FOUR_MIB), cells: BANDWIDTH },
+    Row { label: "read 64 MiB", group: "read_64MiB", unit: Unit::Bandwidth(SIXTY_FOUR_MIB), cells: BANDWIDTH },
+];
+
+/// What a target measures.
+pub enum Measure {
+    /// One benchmark's mean time, in nanoseconds.
+    Time(Bench),
+    /// The mean time of the first over the fastest mean of the others: a slowdown, or (as an
+    /// `AtLeast` target) a speed-up of the others over the first.
+    Ratio(Bench, &'static [Bench]),
+}
+
+/// Which side of its limit a target must be on.
+#[derive(Clone, Copy)]
+pub enum Bound {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+/// One performance target of the project, checked in the run that measured it.
+pub struct Target {
+    pub what: &'static str,
+    pub measure: Measure,
+    pub bound: Bound,
+    pub unit: &'static str,
+}
+
+use Bound::{AtLeast, AtMost};
+use Measure::{Ratio, Time};
+
+const FASTEST_WARM_MEMFD: &[Bench] = &[
+    Bench("init_16MiB_warm", "memfd_mlock"),
+    Bench("init_16MiB_warm", "memfd_map_populate_locked"),
+    Bench("init_16MiB_warm", "memfd_onfault_populate_write"),
+    Bench("init_16MiB_warm", "memfd_fallocate_mlock"),
+];
+
+#[rustfmt::skip]
+pub const TARGETS: &[Target] = &[
+    Target { what: "Lane::take 64 B / bumpalo", measure: Ratio(Bench("take_64B", "lane"), &[Bench("take_64B", "bumpalo")]), bound: AtMost(1.2), unit: "×" },
+    Target { what: "Tape::take 64 B / bare CAS loop", measure: Ratio(Bench("take_64B", "tape"), &[Bench("take_64B", "cas_floor")]), bound: AtMost(1.2), unit: "×" },
+    Target { what: "Lane::take 4 KiB / bumpalo", measure: Ratio(Bench("take_4KiB", "lane"), &[Bench("take_4KiB", "bumpalo")]), bound: AtMost(1.2), unit: "×" },
+    Target { what: "Tape::take 4 KiB / bare CAS loop", measure: Ratio(Bench("take_4KiB", "tape"), &[Bench("take_4KiB", "cas_floor")]), bound: AtMost(1.2), unit: "×" },
+    Target { what: "Lane::take 1 MiB / bumpalo", measure: Ratio(Bench("take_1MiB", "lane"), &[Bench("take_1MiB", "bumpalo")]), bound: AtMost(1.2), unit: "×" },
+    Target { what: "Tape::take 1 MiB / bare CAS loop", measure: Ratio(Bench("take_1MiB", "tape"), &[Bench("take_1MiB", "cas_floor")]), bound: AtMost(1.2), unit: "×" },
+    Target { what: "clear after 1 take", measure: Time(Bench("clear", "after_1_take")), bound: AtMost(2.0), unit: " ns" },
+    Target { what: "clear after 10000 takes", measure: Time(Bench("clear", "after_10000_takes")), bound: AtMost(2.0), unit: " ns" },
+    Target { what: "Grid cycle / malloc+free 4 KiB", measure: Ratio(Bench("grid_cycle_4KiB", "grid"), &[Bench("grid_cycle_4KiB", "malloc")]), bound: AtMost(1.0), unit: "×" },
+    Target { what: "stash cycle / malloc+free 4 KiB", measure: Ratio(Bench("grid_cycle_4KiB", "stash"), &[Bench("grid_cycle_4KiB", "malloc")]), bound: AtMost(0.25), unit: "×" },
+    Target { what: "Grid cycle on 2 threads / on 1", measure: Ratio(Bench("grid_cycle_4KiB_2threads", "grid"), &[Bench("grid_cycle_4KiB", "grid")]), bound: AtMost(2.0), unit: "×" },
+    Target { what: "Block lazy open 16 MiB / its bare syscalls", measure: Ratio(Bench("init_16MiB_lazy", "block"), &[Bench("init_16MiB_lazy", "syscalls")]), bound: AtMost(1.5), unit: "×" },
+    Target { what: "Block warm open 16 MiB / fastest memfd populate+lock", measure: Ratio(Bench("init_16MiB_warm", "block"), FASTEST_WARM_MEMFD), bound: AtMost(1.2), unit: "×" },
+    // Speed-ups and bandwidths: the slower contender's time over the faster's.
+    Target { what: "lanes: 2 threads / 1 thread, takes per second", measure: Ratio(Bench("threads_2", "lane_1_thread"), &[Bench("threads_2", "lane_2_threads")]), bound: AtLeast(1.8), unit: "×" },
+    Target { what: "write 64 MiB: Block bandwidth / Vec's", measure: Ratio(Bench("write_64MiB", "vec"), &[Bench("write_64MiB", "block")]), bound: AtLeast(0.95), unit: "×" },
+    Target { what: "read 64 MiB: Block bandwidth / Vec's", measure: Ratio(Bench("read_64MiB", "vec"), &[Bench("read_64MiB", "block")]), bound: AtLeast(0.95), unit: "×" },
+];

@@ -1,0 +1,677 @@
+//! A stand-in for the CUDA driver library (`libcuda.so.1`) for unimem's `cuda` tests on
+//! machines without a GPU.
+//!
+//! It exports the entry points unimem calls, under the same names and C signatures, and
+//! behaves as the driver documents them: contexts form a per-thread stack, the primary context
+//! is reference counted, registrations may not overlap, calls that need a context fail
+//! without one. Every argument is checked, every call counted, and any entry point can be told
+//! to fail with a given code.
+//!
+//! It also has the few calls the `cuda` example and the GPU tests make (`cuMemAlloc`, the
+//! `cuMemcpy`s, `cuMemsetD32`, `cuMemAllocHost`, ...), so that those run here too, with no GPU:
+//! "device memory" is host memory at `host + (1 << 48)`, and a device range must lie in an
+//! allocation or in a registration mapped with `DEVICEMAP`, so that a host address passed
+//! where a device pointer belongs fails as it would on a GPU.
+//!
+//! Tests drive it through three extra exports:
+//! - `fake_cuda_set(key, value)`: `"version"` (what `cuDriverGetVersion` reports, 12040 by
+//!   default), `"init_error"` (what `cuInit` returns, 0 by default), `"devices"` (how many
+//!   exist, 1 by default), `"fail:<entry point>"` (the code that entry point returns from
+//!   now on; 0 lets it work again);
+//! - `fake_cuda_get(key)`: `"calls:<entry point>"`, `"registrations"` (live ones),
+//!   `"primary_refs"`, `"last_flags"` (of the last registration), `"last_register_context"`,
+//!   `"last_unregister_context"`, `"primary_context"`, `"user_context"` (a context a test may
+//!   push itself), `"current"` and `"depth"` (the calling thread's context stack),
+//!   `"device_offset"`; -1 for an unknown key;
+//! - `fake_cuda_registered(ptr)`: the length registered at `ptr`, or -1.
+//!
+//! All state is per loaded copy of the library: a test that copies the file to a new path and
+//! opens the copy gets a driver of its own, whatever other tests do at the same time.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
+use std::sync::{Mutex, MutexGuard};
+
+type CUresult = c_int;
+type CUcontext = *mut c_void;
+
+const SUCCESS: CUresult = 0;
+const INVALID_VALUE: CUresult = 1;
+const NOT_INITIALIZED: CUresult = 3;
+const INVALID_DEVICE: CUresult = 101;
+const INVALID_CONTEXT: CUresult = 201;
+const ALREADY_REGISTERED: CUresult = 712;
+const NOT_REGISTERED: CUresult = 713;
+
+/// `CU_MEMHOSTREGISTER_*`: PORTABLE, DEVICEMAP, IOMEMORY, READ_ONLY.
+const KNOWN_REGISTER_FLAGS: c_uint = 0x1 | 0x2 | 0x4 | 0x8;
+const DEVICEMAP: c_uint = 0x2;
+
+/// The fake device address of host byte `p` is `p + DEVICE_OFFSET`: never the host address,
+/// so that a binding which hands out the host address instead is caught.
+const DEVICE_OFFSET: u64 = 1 << 48;
+
+/// The driver's error names and descriptions, for the codes this fake returns and a few more.
+const ERRORS: &[(CUresult, &CStr, &CStr)] = &[
+    (0, c"CUDA_SUCCESS", c"no error"),
+    (1, c"CUDA_ERROR_INVALID_VALUE", c"invalid argument"),
+    (2, c"CUDA_ERROR_OUT_OF_MEMORY", c"out of memory"),
+    (3, c"CUDA_ERROR_NOT_INITIALIZED", c"initialization error"),
+    (
+        100,
+        c"CUDA_ERROR_NO_DEVICE",
+        c"no CUDA-capable device is detected",
+    ),
+    (101, c"CUDA_ERROR_INVALID_DEVICE", c"invalid device ordinal"),
+    (
+        201,
+        c"CUDA_ERROR_INVALID_CONTEXT",
+        c"invalid device context",
+    ),
+    (
+        712,
+        c"CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED",
+        c"part or all of the requested memory range is already mapped",
+    ),
+    (
+        713,
+        c"CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED",
+        c"pointer does not correspond to a registered memory region",
+    ),
+    (800, c"CUDA_ERROR_NOT_PERMITTED", c"operation not permitted"),
+    (801, c"CUDA_ERROR_NOT_SUPPORTED", c"operation not supported"),
+    (999, c"CUDA_ERROR_UNKNOWN", c"unknown error"),
+];
+
+/// Two distinct addresses serve as context handles.
+static PRIMARY_CONTEXT: u8 = 0;
+static USER_CONTEXT: u8 = 0;
+
+fn primary_context() -> usize {
+    &PRIMARY_CONTEXT as *const u8 as usize
+}
+
+fn user_context() -> usize {
+    &USER_CONTEXT as *const u8 as usize
+}
+
+#[derive(Default)]
+struct State {
+    settings: HashMap<String, i64>,
+    calls: HashMap<&'static str, i64>,
+    /// Base address to (length, flags).
+    registrations: BTreeMap<usize, (usize, c_uint)>,
+    /// "Device memory" (`cuMemAlloc`), which lives in host memory here: base to length.
+    allocations: BTreeMap<usize, usize>,
+    /// Host memory from `cuMemAllocHost`: base to length.
+    host_allocations: BTreeMap<usize, usize>,
+    primary_refs: i64,
+    initialized: bool,
+    last: HashMap<&'static str, i64>,
+}
+
+impl State {
+    fn setting(&self, key: &str, default: i64) -> i64 {
+        self.settings.get(key).copied().unwrap_or(default)
+    }
+
+    fn device_exists(&self, device: c_int) -> bool {
+        device >= 0 && i64::from(device) < self.setting("devices", 1)
+    }
+
+    /// The calling thread's current context, if it is one that may be used.
+    fn current_context(&self) -> Option<usize> {
+        let current = STACK.with(|stack| stack.borrow().last().copied())?;
+        self.context_is_live(current).then_some(current)
+    }
+
+    /// The host address behind the device range `device..device + len`: inside one
+    /// allocation, or one registration mapped with DEVICEMAP. `CUDA_ERROR_INVALID_VALUE`
+    /// otherwise, as for a host address passed where a device pointer belongs.
+    fn host_range(&self, device: u64, len: usize) -> Result<*mut u8, CUresult> {
+        let host = device.checked_sub(DEVICE_OFFSET).ok_or(INVALID_VALUE)? as usize;
+        let end = host.checked_add(len).ok_or(INVALID_VALUE)?;
+        let within = |map: &BTreeMap<usize, usize>| {
+            map.range(..=host)
+                .next_back()
+                .is_some_and(|(&base, &size)| end <= base + size)
+        };
+        let mapped = self
+            .registrations
+            .range(..=host)
+            .next_back()
+            .is_some_and(|(&base, &(size, flags))| end <= base + size && flags & DEVICEMAP != 0);
+        if within(&self.allocations) || mapped {
+            Ok(host as *mut u8)
+        } else {
+            Err(INVALID_VALUE)
+        }
+    }
+
+    fn context_is_live(&self, context: usize) -> bool {
+        context == user_context() || (context == primary_context() && self.primary_refs > 0)
+    }
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+thread_local! {
+    /// The calling thread's context stack, innermost last.
+    static STACK: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+struct Entered {
+    state: MutexGuard<'static, Option<State>>,
+}
+
+impl Entered {
+    fn state(&mut self) -> &mut State {
+        self.state.get_or_insert_with(State::default)
+    }
+}
+
+/// Counts a call of `name`, and fails it if the tests asked for that, or if it needs `cuInit`
+/// and that has not succeeded.
+fn enter(name: &'static str, needs_init: bool) -> Result<Entered, CUresult> {
+    let mut entered = Entered {
+        state: STATE.lock().unwrap_or_else(|poison| poison.into_inner()),
+    };
+    let state = entered.state();
+    *state.calls.entry(name).or_default() += 1;
+    let fail = state.setting(&format!("fail:{name}"), 0);
+    if fail != 0 {
+        return Err(fail as CUresult);
+    }
+    if needs_init && !state.initialized {
+        return Err(NOT_INITIALIZED);
+    }
+    Ok(entered)
+}
+
+/// Runs an entry point's body, turning `Err(code)` into the code returned.
+fn result(body: impl FnOnce() -> Result<(), CUresult>) -> CUresult {
+    match body() {
+        Ok(()) => SUCCESS,
+        Err(code) => code,
+    }
+}
+
+/// Writes `value` through an out-parameter, or fails with `CUDA_ERROR_INVALID_VALUE` for null.
+///
+/// # Safety
+/// `out` is null or valid for a write of `T`.
+unsafe fn put<T>(out: *mut T, value: T) -> Result<(), CUresult> {
+    if out.is_null() {
+        return Err(INVALID_VALUE);
+    }
+    // SAFETY: non-null, and the caller promises it is valid for a write.
+    unsafe { out.write(value) };
+    Ok(())
+}
+
+/// # Safety
+/// `version` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuDriverGetVersion(version: *mut c_int) -> CUresult {
+    result(|| {
+        let mut entered = enter("cuDriverGetVersion", false)?;
+        let reported = entered.state().setting("version", 12040) as c_int;
+        // SAFETY: the caller's promise.
+        unsafe { put(version, reported) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuInit(flags: c_uint) -> CUresult {
+    result(|| {
+        let mut entered = enter("cuInit", false)?;
+        let state = entered.state();
+        if flags != 0 {
+            return Err(INVALID_VALUE);
+        }
+        let error = state.setting("init_error", 0) as CUresult;
+        if error != SUCCESS {
+            return Err(error);
+        }
+        state.initialized = true;
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `device` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuDeviceGet(device: *mut c_int, ordinal: c_int) -> CUresult {
+    result(|| {
+        let mut entered = enter("cuDeviceGet", true)?;
+        if !entered.state().device_exists(ordinal) {
+            return Err(INVALID_DEVICE);
+        }
+        // SAFETY: the caller's promise.
+        unsafe { put(device, ordinal) }
+    })
+}
+
+/// # Safety
+/// `context` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(
+    context: *mut CUcontext,
+    device: c_int,
+) -> CUresult {
+    result(|| {
+        let mut entered = enter("cuDevicePrimaryCtxRetain", true)?;
+        let state = entered.state();
+        if !state.device_exists(device) {
+            return Err(INVALID_DEVICE);
+        }
+        // SAFETY: the caller's promise.
+        unsafe { put(context, primary_context() as CUcontext) }?;
+        state.primary_refs += 1;
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuDevicePrimaryCtxRelease_v2(device: c_int) -> CUresult {
+    result(|| {
+        let mut entered = enter("cuDevicePrimaryCtxRelease_v2", true)?;
+        let state = entered.state();
+        if !state.device_exists(device) {
+            return Err(INVALID_DEVICE);
+        }
+        if state.primary_refs == 0 {
+            return Err(INVALID_CONTEXT);
+        }
+        state.primary_refs -= 1;
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `context` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuCtxGetCurrent(context: *mut CUcontext) -> CUresult {
+    result(|| {
+        enter("cuCtxGetCurrent", true)?;
+        let current = STACK.with(|stack| stack.borrow().last().copied().unwrap_or(0));
+        // SAFETY: the caller's promise.
+        unsafe { put(context, current as CUcontext) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuCtxPushCurrent_v2(context: CUcontext) -> CUresult {
+    result(|| {
+        let mut entered = enter("cuCtxPushCurrent_v2", true)?;
+        if !entered.state().context_is_live(context as usize) {
+            return Err(INVALID_CONTEXT);
+        }
+        STACK.with(|stack| stack.borrow_mut().push(context as usize));
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `context` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuCtxPopCurrent_v2(context: *mut CUcontext) -> CUresult {
+    result(|| {
+        enter("cuCtxPopCurrent_v2", true)?;
+        let popped = STACK
+            .with(|stack| stack.borrow_mut().pop())
+            .ok_or(INVALID_CONTEXT)?;
+        if !context.is_null() {
+            // SAFETY: the caller's promise.
+            unsafe { put(context, popped as CUcontext) }?;
+        }
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `ptr..ptr + len` is mapped, readable memory, as the driver requires.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemHostRegister_v2(
+    ptr: *mut c_void,
+    len: usize,
+    flags: c_uint,
+) -> CUresult {
+    result(|| {
+        let mut entered = enter("cuMemHostRegister_v2", true)?;
+        let state = entered.state();
+        let context = state.current_context().ok_or(INVALID_CONTEXT)?;
+        if ptr.is_null() || len == 0 || flags & !KNOWN_REGISTER_FLAGS != 0 {
+            return Err(INVALID_VALUE);
+        }
+        let (start, end) = (
+            ptr as usize,
+            (ptr as usize).checked_add(len).ok_or(INVALID_VALUE)?,
+        );
+        let overlaps = state
+            .registrations
+            .range(..end)
+            .next_back()
+            .is_some_and(|(&base, &(base_len, _))| base + base_len > start);
+        if overlaps {
+            return Err(ALREADY_REGISTERED);
+        }
+        // The real driver faults every page in to pin it; touch the first and last byte, so
+        // that registering memory that is not mapped crashes here, not silently.
+        // SAFETY: the caller's promise: the whole range is mapped and readable.
+        unsafe {
+            ptr.cast::<u8>().read_volatile();
+            ptr.cast::<u8>().add(len - 1).read_volatile();
+        }
+        state.registrations.insert(start, (len, flags));
+        state.last.insert("last_flags", i64::from(flags));
+        state.last.insert("last_register_context", context as i64);
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemHostUnregister(ptr: *mut c_void) -> CUresult {
+    result(|| {
+        let mut entered = enter("cuMemHostUnregister", true)?;
+        let state = entered.state();
+        let context = state.current_context().ok_or(INVALID_CONTEXT)?;
+        state
+            .registrations
+            .remove(&(ptr as usize))
+            .ok_or(NOT_REGISTERED)?;
+        state.last.insert("last_unregister_context", context as i64);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `device_ptr` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemHostGetDevicePointer_v2(
+    device_ptr: *mut u64,
+    ptr: *mut c_void,
+    flags: c_uint,
+) -> CUresult {
+    result(|| {
+        let mut entered = enter("cuMemHostGetDevicePointer_v2", true)?;
+        let state = entered.state();
+        state.current_context().ok_or(INVALID_CONTEXT)?;
+        if flags != 0 {
+            return Err(INVALID_VALUE);
+        }
+        let address = ptr as usize;
+        let mapped = state
+            .registrations
+            .range(..=address)
+            .next_back()
+            .is_some_and(|(&base, &(len, flags))| address < base + len && flags & DEVICEMAP != 0);
+        if !mapped {
+            return Err(INVALID_VALUE);
+        }
+        // SAFETY: the caller's promise.
+        unsafe { put(device_ptr, address as u64 + DEVICE_OFFSET) }
+    })
+}
+
+/// # Safety
+/// `name` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuGetErrorName(code: CUresult, name: *mut *const c_char) -> CUresult {
+    result(|| {
+        enter("cuGetErrorName", false)?;
+        let found = ERRORS
+            .iter()
+            .find(|entry| entry.0 == code)
+            .map(|entry| entry.1);
+        // SAFETY: the caller's promise.
+        unsafe { put(name, found.map_or(std::ptr::null(), CStr::as_ptr)) }?;
+        found.map(|_| ()).ok_or(INVALID_VALUE)
+    })
+}
+
+/// # Safety
+/// `text` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuGetErrorString(code: CUresult, text: *mut *const c_char) -> CUresult {
+    result(|| {
+        enter("cuGetErrorString", false)?;
+        let found = ERRORS
+            .iter()
+            .find(|entry| entry.0 == code)
+            .map(|entry| entry.2);
+        // SAFETY: the caller's promise.
+        unsafe { put(text, found.map_or(std::ptr::null(), CStr::as_ptr)) }?;
+        found.map(|_| ()).ok_or(INVALID_VALUE)
+    })
+}
+
+// What the `cuda` example and the GPU tests call beyond the binding, so that they run here
+// too: "device memory" is host memory, and the copy engine is `copy_nonoverlapping`.
+
+/// Runs `body` with a live context current, as the driver requires of memory calls.
+fn with_context(
+    name: &'static str,
+    body: impl FnOnce(&mut State) -> Result<(), CUresult>,
+) -> CUresult {
+    result(|| {
+        let mut entered = enter(name, true)?;
+        let state = entered.state();
+        state.current_context().ok_or(INVALID_CONTEXT)?;
+        body(state)
+    })
+}
+
+/// Allocates `len` zeroed bytes, 4096-aligned, never freed but by `release`.
+fn allocate(len: usize) -> Result<usize, CUresult> {
+    let layout =
+        std::alloc::Layout::from_size_align(len.max(1), 4096).map_err(|_| INVALID_VALUE)?;
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        Err(2)
+    } else {
+        Ok(ptr as usize)
+    }
+}
+
+/// Frees what `allocate(len)` returned.
+fn release(base: usize, len: usize) {
+    let layout = std::alloc::Layout::from_size_align(len.max(1), 4096).unwrap();
+    // SAFETY: `base` came from `allocate(len)`, with this layout, and is freed once.
+    unsafe { std::alloc::dealloc(base as *mut u8, layout) };
+}
+
+/// # Safety
+/// `device_ptr` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemAlloc_v2(device_ptr: *mut u64, len: usize) -> CUresult {
+    with_context("cuMemAlloc_v2", |state| {
+        if len == 0 {
+            return Err(INVALID_VALUE);
+        }
+        let base = allocate(len)?;
+        state.allocations.insert(base, len);
+        // SAFETY: the caller's promise.
+        unsafe { put(device_ptr, base as u64 + DEVICE_OFFSET) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemFree_v2(device_ptr: u64) -> CUresult {
+    with_context("cuMemFree_v2", |state| {
+        let base = device_ptr.checked_sub(DEVICE_OFFSET).ok_or(INVALID_VALUE)? as usize;
+        let len = state.allocations.remove(&base).ok_or(INVALID_VALUE)?;
+        release(base, len);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `ptr` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemAllocHost_v2(ptr: *mut *mut c_void, len: usize) -> CUresult {
+    with_context("cuMemAllocHost_v2", |state| {
+        if len == 0 {
+            return Err(INVALID_VALUE);
+        }
+        let base = allocate(len)?;
+        state.host_allocations.insert(base, len);
+        // SAFETY: the caller's promise.
+        unsafe { put(ptr, base as *mut c_void) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemFreeHost(ptr: *mut c_void) -> CUresult {
+    with_context("cuMemFreeHost", |state| {
+        let len = state
+            .host_allocations
+            .remove(&(ptr as usize))
+            .ok_or(INVALID_VALUE)?;
+        release(ptr as usize, len);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `src` is valid for reads of `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemcpyHtoD_v2(dst: u64, src: *const c_void, len: usize) -> CUresult {
+    with_context("cuMemcpyHtoD_v2", |state| {
+        let dst = state.host_range(dst, len)?;
+        // SAFETY: `dst` is `len` bytes of live fake device memory; `src` by the caller's promise.
+        unsafe { std::ptr::copy(src.cast::<u8>(), dst, len) };
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `dst` is valid for writes of `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemcpyDtoH_v2(dst: *mut c_void, src: u64, len: usize) -> CUresult {
+    with_context("cuMemcpyDtoH_v2", |state| {
+        let src = state.host_range(src, len)?;
+        // SAFETY: as for cuMemcpyHtoD_v2, the other way round.
+        unsafe { std::ptr::copy(src, dst.cast::<u8>(), len) };
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemcpyDtoD_v2(dst: u64, src: u64, len: usize) -> CUresult {
+    with_context("cuMemcpyDtoD_v2", |state| {
+        let (dst, src) = (state.host_range(dst, len)?, state.host_range(src, len)?);
+        // SAFETY: both are `len` bytes of live fake device memory.
+        unsafe { std::ptr::copy(src, dst, len) };
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD32_v2(dst: u64, value: c_uint, count: usize) -> CUresult {
+    with_context("cuMemsetD32_v2", |state| {
+        if dst % 4 != 0 {
+            return Err(INVALID_VALUE);
+        }
+        let len = count.checked_mul(4).ok_or(INVALID_VALUE)?;
+        let dst = state.host_range(dst, len)?.cast::<c_uint>();
+        for i in 0..count {
+            // SAFETY: `dst` is `count` aligned words of live fake device memory.
+            unsafe { dst.add(i).write_volatile(value) };
+        }
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuCtxSynchronize() -> CUresult {
+    with_context("cuCtxSynchronize", |_| Ok(()))
+}
+
+/// # Safety
+/// `name` is valid for writes of `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuDeviceGetName(name: *mut c_char, len: c_int, device: c_int) -> CUresult {
+    result(|| {
+        let mut entered = enter("cuDeviceGetName", true)?;
+        if !entered.state().device_exists(device) || name.is_null() || len < 1 {
+            return Err(if name.is_null() {
+                INVALID_VALUE
+            } else {
+                INVALID_DEVICE
+            });
+        }
+        let text = c"fake-cuda (no GPU: unimem's stand-in driver)".to_bytes_with_nul();
+        let n = text.len().min(len as usize);
+        // SAFETY: `name` is writable for `len >= n` bytes, by the caller's promise.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr().cast::<c_char>(), name, n);
+            name.add(n - 1).write(0);
+        }
+        Ok(())
+    })
+}
+
+/// Reads a key as a string, or `None` for null or non-UTF-8.
+///
+/// # Safety
+/// `key` is null or a valid C string.
+unsafe fn key<'k>(key: *const c_char) -> Option<&'k str> {
+    // SAFETY: the caller's promise.
+    (!key.is_null()).then(|| unsafe { CStr::from_ptr(key) }.to_str().ok())?
+}
+
+/// Sets a setting (see the crate docs).
+///
+/// # Safety
+/// `name` is a valid C string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fake_cuda_set(name: *const c_char, value: i64) {
+    // SAFETY: the caller's promise.
+    let name = unsafe { key(name) }.expect("fake_cuda_set: the key must be UTF-8");
+    let mut state = STATE.lock().unwrap_or_else(|poison| poison.into_inner());
+    state
+        .get_or_insert_with(State::default)
+        .settings
+        .insert(name.to_owned(), value);
+}
+
+/// Reads a counter or a fact (see the crate docs); -1 for an unknown key.
+///
+/// # Safety
+/// `name` is a valid C string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fake_cuda_get(name: *const c_char) -> i64 {
+    // SAFETY: the caller's promise.
+    let Some(name) = (unsafe { key(name) }) else {
+        return -1;
+    };
+    let mut guard = STATE.lock().unwrap_or_else(|poison| poison.into_inner());
+    let state = guard.get_or_insert_with(State::default);
+    if let Some(entry) = name.strip_prefix("calls:") {
+        return state.calls.get(entry).copied().unwrap_or(0);
+    }
+    match name {
+        "registrations" => state.registrations.len() as i64,
+        "primary_refs" => state.primary_refs,
+        "primary_context" => primary_context() as i64,
+        "user_context" => user_context() as i64,
+        "device_offset" => DEVICE_OFFSET as i64,
+        "current" => STACK.with(|stack| stack.borrow().last().copied().unwrap_or(0)) as i64,
+        "depth" => STACK.with(|stack| stack.borrow().len()) as i64,
+        other => state.last.get(other).copied().unwrap_or(-1),
+    }
+}
+
+/// The length registered at exactly `ptr`, or -1.
+#[unsafe(no_mangle)]
+pub extern "C" fn fake_cuda_registered(ptr: *const c_void) -> i64 {
+    let mut guard = STATE.lock().unwrap_or_else(|poison| poison.into_inner());
+    let state = guard.get_or_insert_with(State::default);
+    state
+        .registrations
+        .get(&(ptr as usize))
+        .map_or(-1, |&(len, _)| len as i64)
+}

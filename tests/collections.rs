@@ -1,0 +1,183 @@
+//! Collections on a tape through `allocator_api2::alloc::Allocator for &Tape` (feature
+//! `allocator-api2`): they grow past their first capacity, stay inside the tape, and the tape
+//! clears once they are gone.
+
+use allocator_api2::alloc::{Allocator, Layout};
+use allocator_api2::vec::Vec;
+use hashbrown::HashMap;
+use unimem::{Block, Pinning, Tape};
+
+/// An unpinned tape, so that tests do not depend on the memory-lock limit.
+fn tape(len: usize) -> Tape {
+    Tape::on(Block::options().pinning(Pinning::Off).open(len).unwrap())
+}
+
+#[test]
+fn a_vec_grows_on_the_tape_past_its_first_capacity_then_the_tape_clears() {
+    let mut tape = tape(1 << 20);
+    for round in 0..2u32 {
+        let mut xs = Vec::with_capacity_in(4, &tape);
+        let first = xs.capacity();
+        for i in 0..10_000u32 {
+            xs.push(i ^ round);
+        }
+        assert!(xs.capacity() > first);
+        assert!(tape.owns(xs.as_ptr()));
+        assert!(xs.iter().enumerate().all(|(i, &x)| x == i as u32 ^ round));
+        drop(xs);
+        tape.clear();
+        assert_eq!(tape.used(), 0);
+    }
+}
+
+#[test]
+fn the_last_allocation_grows_in_place() {
+    let tape = tape(4 << 20);
+    // Larger than any lane's chunk, so that it comes straight from the tape's cursor.
+    let mut xs: Vec<u64, _> = Vec::with_capacity_in(32 << 10, &tape);
+    xs.extend(0..16);
+    let end = tape.offset_of(xs.as_ptr()).unwrap() + xs.capacity() * 8;
+    assert_eq!(
+        end,
+        tape.used(),
+        "precondition: the vec is the last thing taken"
+    );
+    let before = xs.as_ptr();
+    xs.reserve_exact(100 << 10);
+    assert_eq!(
+        xs.as_ptr(),
+        before,
+        "nothing was taken after it: it grows where it is"
+    );
+    assert!(xs.iter().copied().eq(0..16));
+    let end = tape.offset_of(xs.as_ptr()).unwrap() + xs.capacity() * 8;
+    assert_eq!(end, tape.used(), "no copy was left behind");
+}
+
+#[test]
+fn an_allocation_that_is_not_the_last_moves_and_keeps_its_contents() {
+    let tape = tape(1 << 20);
+    let mut xs: Vec<u32, _> = Vec::with_capacity_in(8, &tape);
+    xs.extend(0..8);
+    let fence = tape.take_str("taken after xs").unwrap();
+    let before = xs.as_ptr();
+    xs.extend(8..1000);
+    assert_ne!(xs.as_ptr(), before);
+    assert!(xs.iter().copied().eq(0..1000));
+    assert_eq!(fence, "taken after xs");
+}
+
+#[test]
+fn two_vecs_grow_side_by_side_without_touching_each_other() {
+    let tape = tape(1 << 20);
+    let mut a = Vec::new_in(&tape);
+    let mut b = Vec::new_in(&tape);
+    for i in 0..5000u32 {
+        a.push(i);
+        b.push(!i);
+    }
+    assert!(a.iter().zip(&b).all(|(&x, &y)| x == !y));
+    let (ra, rb) = (a.as_ptr_range(), b.as_ptr_range());
+    assert!(ra.end <= rb.start || rb.end <= ra.start);
+}
+
+#[test]
+fn a_hash_map_grows_on_the_tape_then_the_tape_clears() {
+    let mut tape = tape(1 << 20);
+    let mut index = HashMap::new_in(&tape);
+    let first = index.capacity();
+    for token in 0..2000u32 {
+        index.insert(token, token * 2);
+    }
+    assert!(index.capacity() > first);
+    assert_eq!(index.len(), 2000);
+    assert!((0..2000).all(|t| index[&t] == t * 2));
+    assert!(tape.used() > 2000 * 8);
+    index.clear();
+    assert!(index.is_empty());
+    drop(index);
+    tape.clear();
+    assert_eq!(tape.used(), 0);
+}
+
+#[test]
+fn allocation_fails_cleanly_when_the_tape_is_full() {
+    let tape = tape(4096);
+    let mut xs: Vec<u8, _> = Vec::new_in(&tape);
+    assert!(xs.try_reserve(tape.capacity() + 1).is_err());
+    assert!(xs.try_reserve(100).is_ok());
+    let alloc = &tape;
+    assert!(alloc.allocate(Layout::new::<[u8; 8192]>()).is_err());
+}
+
+#[test]
+fn zero_sized_allocations_take_nothing_and_are_aligned() {
+    let tape = tape(4096);
+    let alloc = &tape;
+    for align in [1, 8, 4096, 1 << 20] {
+        let layout = Layout::from_size_align(0, align).unwrap();
+        let block = alloc.allocate(layout).unwrap();
+        assert_eq!(block.len(), 0);
+        assert_eq!(block.cast::<u8>().as_ptr() as usize % align, 0);
+        // SAFETY: allocated just above with this layout.
+        unsafe { alloc.deallocate(block.cast(), layout) };
+    }
+    let mut units = Vec::new_in(&tape);
+    units.extend(core::iter::repeat_n((), 1000));
+    assert_eq!(units.len(), 1000);
+    assert_eq!(tape.used(), 0);
+}
+
+#[test]
+fn shrinking_keeps_the_contents() {
+    let tape = tape(1 << 20);
+    let mut xs = Vec::with_capacity_in(1000, &tape);
+    xs.extend(0..10u16);
+    xs.shrink_to_fit();
+    assert!(xs.capacity() >= 10 && xs.capacity() < 1000);
+    assert!(xs.iter().copied().eq(0..10));
+    xs.extend(10..2000);
+    assert!(xs.iter().copied().eq(0..2000));
+}
+
+#[test]
+fn vecs_on_one_tape_grow_from_several_threads() {
+    let tape = tape(8 << 20);
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            let tape = &tape;
+            s.spawn(move || {
+                let mut xs = Vec::new_in(tape);
+                for i in 0..2000 {
+                    xs.push(t << 16 | i);
+                    let _ = tape.take(8, 8).unwrap(); // others take in between
+                }
+                assert!(xs.iter().enumerate().all(|(i, &x)| x == t << 16 | i as u32));
+            });
+        }
+    });
+}
+
+#[test]
+fn grow_and_shrink_honour_a_stricter_new_alignment() {
+    let tape = tape(1 << 20);
+    let alloc = &tape;
+    let small = Layout::from_size_align(8, 8).unwrap();
+    tape.take(1, 1).unwrap(); // so that the next take is not page-aligned
+    let old = alloc.allocate(small).unwrap().cast::<u8>();
+    assert_ne!(old.as_ptr() as usize % 4096, 0);
+    // SAFETY: `old` is valid for the 8 bytes of `small`, and every block below is used
+    // within the layout it was made with, then given back with it.
+    unsafe {
+        old.write_bytes(7, 8);
+        let big = Layout::from_size_align(64, 4096).unwrap();
+        let grown = alloc.grow(old, small, big).unwrap().cast::<u8>();
+        assert_eq!(grown.as_ptr() as usize % 4096, 0);
+        assert_eq!(core::slice::from_raw_parts(grown.as_ptr(), 8), &[7; 8]);
+        let strict_small = Layout::from_size_align(4, 8192).unwrap();
+        let shrunk = alloc.shrink(grown, big, strict_small).unwrap().cast::<u8>();
+        assert_eq!(shrunk.as_ptr() as usize % 8192, 0);
+        assert_eq!(core::slice::from_raw_parts(shrunk.as_ptr(), 4), &[7; 4]);
+        alloc.deallocate(shrunk, strict_small);
+    }
+}

@@ -1,0 +1,703 @@
+//! `unimem::cuda` against a fake driver, and against the real one where there is a GPU.
+//!
+//! The fake (`fake-cuda/`, a cdylib of this workspace) implements the entry points the binding
+//! calls, checks their arguments and counts the calls. Its path comes from `UNIMEM_FAKE_CUDA`
+//! (as `.ci/run` sets it); without that, the tests build it with cargo on first use. Each test
+//! opens its own copy of the library, so each has a driver of its own and counters nobody
+//! else touches, under any `--test-threads`.
+//!
+//! The `gpu_` tests use the real driver (`libcuda.so.1`, or `UNIMEM_CUDA_DRIVER`), and skip
+//! with the reason printed where there is none.
+#![cfg(target_os = "linux")]
+
+#[path = "support/cuda_driver.rs"]
+mod cuda_driver;
+
+use cuda_driver::{Calls, PrimaryContext, check};
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use unimem::cuda::{Driver, Error, Registration};
+use unimem::share::ReadOnlyBlock;
+use unimem::{Block, Grid, Pinning, Tape};
+
+/// The fake driver library: `$UNIMEM_FAKE_CUDA`, or built now into `target/fake-cuda`.
+fn fake_library() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Some(path) = std::env::var_os("UNIMEM_FAKE_CUDA") {
+            return PathBuf::from(path);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let target = root.join("target").join("fake-cuda");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(&cargo)
+            .args(["build", "--quiet", "-p", "fake-cuda", "--target-dir"])
+            .arg(&target)
+            .current_dir(root)
+            .status();
+        match status {
+            Ok(status) if status.success() => target.join("debug").join("libfake_cuda.so"),
+            other => panic!(
+                "could not build the fake CUDA driver with `{} build -p fake-cuda` ({other:?}): \
+                 build it yourself and set UNIMEM_FAKE_CUDA to the path of libfake_cuda.so",
+                cargo.to_string_lossy()
+            ),
+        }
+    })
+}
+
+/// A fake driver of this test's own: a fresh copy of the library, configured before the
+/// binding opens (and initialises) it.
+struct Fake {
+    driver: Driver,
+    set: unsafe extern "C" fn(*const c_char, i64),
+    get: unsafe extern "C" fn(*const c_char) -> i64,
+    registered: unsafe extern "C" fn(*const c_void) -> i64,
+}
+
+/// Copies the fake library to a new path, opens it, applies `settings`, and returns the path
+/// and the handle.
+fn fresh_copy(settings: &[(&str, i64)]) -> (PathBuf, *mut c_void) {
+    static COPIES: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "unimem-fake-cuda-{}-{}.so",
+        std::process::id(),
+        COPIES.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::copy(fake_library(), &path).expect("copy the fake driver");
+    let c_path = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string; the library is ours and its initialisers do nothing unusual.
+    let handle = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!handle.is_null(), "dlopen {}", path.display());
+    // SAFETY: fake_cuda_set has this signature (fake-cuda/src/lib.rs).
+    let set: unsafe extern "C" fn(*const c_char, i64) =
+        unsafe { fake_function(handle, c"fake_cuda_set") };
+    for (key, value) in settings {
+        let key = CString::new(*key).unwrap();
+        // SAFETY: a valid C string.
+        unsafe { set(key.as_ptr(), *value) };
+    }
+    (path, handle)
+}
+
+/// The fake's function `name`, as a `T`.
+///
+/// # Safety
+/// `T` is the function-pointer type of `name` in fake-cuda/src/lib.rs.
+unsafe fn fake_function<T: Copy>(handle: *mut c_void, name: &CStr) -> T {
+    // SAFETY: `handle` came from dlopen; `name` is a valid C string.
+    let symbol = unsafe { libc::dlsym(handle, name.as_ptr()) };
+    assert!(!symbol.is_null(), "the fake driver has no {name:?}");
+    assert_eq!(size_of::<T>(), size_of::<*mut c_void>());
+    // SAFETY: T is a function pointer of the symbol's type, by the caller's promise.
+    unsafe { std::mem::transmute_copy(&symbol) }
+}
+
+impl Fake {
+    fn new() -> Fake {
+        Fake::with(&[])
+    }
+
+    fn with(settings: &[(&str, i64)]) -> Fake {
+        let (path, handle) = fresh_copy(settings);
+        // SAFETY: the fake implements the driver's entry points with cuda.h's signatures.
+        let driver = unsafe { Driver::load_from(&path) }.expect("the fake driver loads");
+        std::fs::remove_file(&path).ok();
+        // SAFETY: the three functions have these signatures (fake-cuda/src/lib.rs).
+        unsafe {
+            Fake {
+                driver,
+                set: fake_function(handle, c"fake_cuda_set"),
+                get: fake_function(handle, c"fake_cuda_get"),
+                registered: fake_function(handle, c"fake_cuda_registered"),
+            }
+        }
+    }
+
+    /// What opening a fake configured with `settings` gives.
+    fn load(settings: &[(&str, i64)]) -> Result<Driver, Error> {
+        let (path, _) = fresh_copy(settings);
+        // SAFETY: as in `with`.
+        let result = unsafe { Driver::load_from(&path) };
+        std::fs::remove_file(&path).ok();
+        result
+    }
+
+    fn get(&self, key: &str) -> i64 {
+        let key = CString::new(key).unwrap();
+        // SAFETY: a valid C string.
+        unsafe { (self.get)(key.as_ptr()) }
+    }
+
+    fn set(&self, key: &str, value: i64) {
+        let key = CString::new(key).unwrap();
+        // SAFETY: a valid C string.
+        unsafe { (self.set)(key.as_ptr(), value) }
+    }
+
+    fn calls(&self, entry: &str) -> i64 {
+        self.get(&format!("calls:{entry}"))
+    }
+
+    /// The length the fake has registered at `ptr`, or `None`.
+    fn registered(&self, ptr: *const u8) -> Option<usize> {
+        // SAFETY: any address may be asked about.
+        let len = unsafe { (self.registered)(ptr.cast()) };
+        usize::try_from(len).ok()
+    }
+
+    /// The fake's device address for host address `ptr`.
+    fn device_address(&self, ptr: *const u8) -> u64 {
+        ptr as u64 + self.get("device_offset") as u64
+    }
+
+    /// Makes the fake's "user" context current on this thread, as a program's own CUDA code
+    /// would, until the guard drops.
+    fn enter_user_context(&self) -> UserContext<'_> {
+        let calls = UserContext::calls(self.driver);
+        // SAFETY: the fake accepts its user context at any time.
+        check("cuCtxPushCurrent", unsafe {
+            (calls.0)(self.get("user_context") as *mut c_void)
+        });
+        UserContext { _fake: self, calls }
+    }
+}
+
+type Push = unsafe extern "C" fn(*mut c_void) -> i32;
+type Pop = unsafe extern "C" fn(*mut *mut c_void) -> i32;
+
+struct UserContext<'f> {
+    _fake: &'f Fake,
+    calls: (Push, Pop),
+}
+
+impl UserContext<'_> {
+    fn calls(driver: Driver) -> (Push, Pop) {
+        let push = driver.symbol(c"cuCtxPushCurrent_v2").unwrap();
+        let pop = driver.symbol(c"cuCtxPopCurrent_v2").unwrap();
+        // SAFETY: the fake exports these with cuda.h's signatures.
+        unsafe {
+            (
+                std::mem::transmute::<*mut c_void, Push>(push.as_ptr()),
+                std::mem::transmute::<*mut c_void, Pop>(pop.as_ptr()),
+            )
+        }
+    }
+}
+
+impl Drop for UserContext<'_> {
+    fn drop(&mut self) {
+        let mut popped = std::ptr::null_mut();
+        // SAFETY: pops the push of `enter_user_context`, on this thread.
+        unsafe { (self.calls.1)(&mut popped) };
+    }
+}
+
+/// A small block anyone may open: pinned if the memory-lock limit allows.
+fn small_block(len: usize) -> Block {
+    Block::options()
+        .pinning(Pinning::BestEffort)
+        .open(len)
+        .unwrap()
+}
+
+#[test]
+fn registration_is_portable_and_mapped_and_ends_on_drop() {
+    let fake = Fake::new();
+    let block = small_block(64 << 10);
+    let registration = fake.driver.register(&block).unwrap();
+    assert_eq!(fake.registered(block.as_ptr()), Some(block.len()));
+    assert_eq!(fake.get("last_flags"), 0x1 | 0x2, "PORTABLE | DEVICEMAP");
+    assert_eq!(
+        registration.device_ptr(),
+        fake.device_address(block.as_ptr()),
+        "the device pointer is the driver's, not the host address"
+    );
+    assert!(std::ptr::eq(registration.block(), &block));
+    assert_eq!(registration.driver().path(), fake.driver.path());
+    assert_eq!(fake.calls("cuMemHostRegister_v2"), 1);
+    assert_eq!(fake.calls("cuMemHostUnregister"), 0);
+
+    drop(registration);
+    assert_eq!(fake.registered(block.as_ptr()), None);
+    assert_eq!(fake.calls("cuMemHostUnregister"), 1);
+    assert_eq!(fake.get("registrations"), 0);
+}
+
+#[test]
+fn offsets_from_a_tape_and_a_grid_become_device_addresses() {
+    let fake = Fake::new();
+    let tape = Tape::on(small_block(1 << 20));
+    let _skip = tape.take_slice::<u8>(100).unwrap();
+    let floats = tape.take_fill(1000, 1.5f32).unwrap();
+    let floats_at = floats.as_ptr().cast::<u8>();
+    let registration = fake.driver.register(tape.block()).unwrap();
+    let offset = tape.offset_of(floats_at).unwrap();
+    assert_eq!(
+        registration.device_ptr_at(offset),
+        fake.device_address(floats_at)
+    );
+    assert_eq!(registration.device_ptr_at(0), registration.device_ptr());
+    let end = tape.block().len();
+    assert_eq!(
+        registration.device_ptr_at(end),
+        registration.device_ptr() + end as u64,
+        "the end of the block is a valid end of a range"
+    );
+
+    let grid = Grid::<256, 64>::new().unwrap();
+    let _first = grid.take().unwrap();
+    let cell = grid.take().unwrap();
+    let registration = fake.driver.register(grid.block()).unwrap();
+    assert_eq!(
+        registration.device_ptr_at(cell.offset()),
+        fake.device_address(cell.as_ptr())
+    );
+}
+
+#[test]
+#[should_panic(expected = "past the end of the registered block")]
+fn an_offset_past_the_end_panics_saying_so() {
+    let fake = Fake::new();
+    let block = small_block(4096);
+    let registration = fake.driver.register(&block).unwrap();
+    registration.device_ptr_at(block.len() + 1);
+}
+
+#[test]
+fn with_no_current_context_the_primary_context_is_held_until_drop() {
+    let fake = Fake::new();
+    let block = small_block(4096);
+    assert_eq!(fake.get("current"), 0);
+    let registration = fake.driver.register(&block).unwrap();
+    let primary = fake.get("primary_context");
+    assert_eq!(fake.get("last_register_context"), primary);
+    assert_eq!(registration.context() as i64, primary);
+    assert_eq!(fake.get("primary_refs"), 1, "held while registered");
+    assert_eq!(
+        fake.get("depth"),
+        0,
+        "the thread's context stack is as it was"
+    );
+
+    drop(registration);
+    assert_eq!(fake.get("last_unregister_context"), primary);
+    assert_eq!(fake.get("primary_refs"), 0, "released on drop");
+    assert_eq!(fake.get("depth"), 0);
+}
+
+#[test]
+fn a_current_context_is_used_and_stays_current() {
+    let fake = Fake::new();
+    let block = small_block(4096);
+    let user = fake.get("user_context");
+    let _entered = fake.enter_user_context();
+    let registration = fake.driver.register(&block).unwrap();
+    assert_eq!(fake.get("last_register_context"), user);
+    assert_eq!(registration.context() as i64, user);
+    assert_eq!(fake.calls("cuDevicePrimaryCtxRetain"), 0);
+    assert_eq!((fake.get("current"), fake.get("depth")), (user, 1));
+
+    drop(registration);
+    assert_eq!(fake.get("last_unregister_context"), user);
+    assert_eq!((fake.get("current"), fake.get("depth")), (user, 1));
+    assert_eq!(fake.get("primary_refs"), 0);
+}
+
+#[test]
+fn a_registration_may_end_on_another_thread() {
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Registration<'static>>();
+    send_and_sync::<Driver>();
+
+    let fake = Fake::new();
+    let block = small_block(4096);
+    let registration = fake.driver.register(&block).unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let registration = registration;
+            assert_eq!(fake.registered(block.as_ptr()), Some(block.len()));
+            drop(registration);
+            assert_eq!(
+                fake.get("depth"),
+                0,
+                "the other thread's stack is as it was"
+            );
+        });
+    });
+    assert_eq!(fake.registered(block.as_ptr()), None);
+    assert_eq!(fake.get("primary_refs"), 0);
+}
+
+#[test]
+fn registering_a_block_twice_is_already_registered() {
+    let fake = Fake::new();
+    let block = small_block(8192);
+    let first = fake.driver.register(&block).unwrap();
+    let err = fake.driver.register(&block).unwrap_err();
+    assert!(matches!(err, Error::AlreadyRegistered), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("already registered"), "{text}");
+    assert!(text.contains("one Registration per block"), "{text}");
+    assert_eq!(
+        fake.get("primary_refs"),
+        1,
+        "the failed attempt released its reference"
+    );
+    assert_eq!(fake.get("depth"), 0);
+    assert_eq!(
+        std::io::Error::from(err).kind(),
+        std::io::ErrorKind::AlreadyExists
+    );
+
+    drop(first);
+    let again = fake.driver.register(&block).unwrap();
+    assert_eq!(fake.registered(block.as_ptr()), Some(block.len()));
+    drop(again);
+}
+
+#[test]
+fn a_refused_registration_names_the_driver_error_and_leaves_nothing_behind() {
+    for (code, name, hint) in [
+        (801, "CUDA_ERROR_NOT_SUPPORTED", "cuMemAllocHost"),
+        (800, "CUDA_ERROR_NOT_PERMITTED", "cuMemAllocHost"),
+        (2, "CUDA_ERROR_OUT_OF_MEMORY", "free memory"),
+        (1, "CUDA_ERROR_INVALID_VALUE", "bug in unimem"),
+        (4242, "CUresult 4242", "driver's description"),
+    ] {
+        let fake = Fake::with(&[("fail:cuMemHostRegister_v2", code)]);
+        let block = small_block(4096);
+        let err = fake.driver.register(&block).unwrap_err();
+        match &err {
+            Error::Refused {
+                call,
+                code: got,
+                name: got_name,
+                ..
+            } => {
+                assert_eq!(*call, "cuMemHostRegister");
+                assert_eq!(i64::from(*got), code);
+                assert_eq!(got_name, name);
+            }
+            other => panic!("{code}: expected Refused, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("cuMemHostRegister failed with {name}")),
+            "{text}"
+        );
+        assert!(text.contains(hint), "{hint:?} missing from {text:?}");
+        assert_eq!(fake.get("primary_refs"), 0, "{code}: retain undone");
+        assert_eq!(fake.get("depth"), 0, "{code}: push undone");
+        assert_eq!(fake.get("registrations"), 0);
+    }
+}
+
+#[test]
+fn a_failure_after_registering_unregisters_again() {
+    let fake = Fake::with(&[("fail:cuMemHostGetDevicePointer_v2", 999)]);
+    let block = small_block(4096);
+    let err = fake.driver.register(&block).unwrap_err();
+    assert!(
+        matches!(&err, Error::Refused { call: "cuMemHostGetDevicePointer", name, .. } if name == "CUDA_ERROR_UNKNOWN"),
+        "{err:?}"
+    );
+    assert_eq!(fake.calls("cuMemHostUnregister"), 1);
+    assert_eq!(fake.registered(block.as_ptr()), None);
+    assert_eq!((fake.get("primary_refs"), fake.get("depth")), (0, 0));
+}
+
+#[test]
+fn an_unusable_context_is_refused_with_a_way_out() {
+    let fake = Fake::with(&[("fail:cuCtxPushCurrent_v2", 201)]);
+    let block = small_block(4096);
+    let err = fake.driver.register(&block).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("CUDA_ERROR_INVALID_CONTEXT"), "{text}");
+    assert!(text.contains("make a live context current"), "{text}");
+    assert_eq!(fake.calls("cuMemHostRegister_v2"), 0);
+    assert_eq!(fake.get("primary_refs"), 0);
+}
+
+#[test]
+fn unregister_reports_what_the_driver_says() {
+    let fake = Fake::new();
+    let block = small_block(4096);
+    let registration = fake.driver.register(&block).unwrap();
+    fake.set("fail:cuMemHostUnregister", 999);
+    let err = registration.unregister().unwrap_err();
+    assert!(
+        matches!(&err, Error::Refused { call: "cuMemHostUnregister", name, .. } if name == "CUDA_ERROR_UNKNOWN"),
+        "{err:?}"
+    );
+    assert_eq!(fake.get("primary_refs"), 0, "released all the same");
+    assert_eq!(fake.get("depth"), 0);
+
+    fake.set("fail:cuMemHostUnregister", 0);
+    let registration = Fake::new().driver.register(&block).unwrap();
+    assert!(registration.unregister().is_ok());
+}
+
+#[test]
+fn a_driver_without_devices_says_no_device() {
+    let err = Fake::load(&[("init_error", 100)]).unwrap_err();
+    assert!(matches!(err, Error::NoDevice { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("cuInit returned CUDA_ERROR_NO_DEVICE"),
+        "{text}"
+    );
+    assert!(text.contains("nvidia-smi"), "{text}");
+
+    let fake = Fake::with(&[("devices", 0)]);
+    let block = small_block(4096);
+    let err = fake.driver.register(&block).unwrap_err();
+    assert!(matches!(err, Error::NoDevice { .. }), "{err:?}");
+    assert!(err.to_string().contains("cuDeviceGet"), "{err}");
+}
+
+#[test]
+fn an_old_driver_is_too_old_and_says_which_version_is_needed() {
+    let err = Fake::load(&[("version", 10020)]).unwrap_err();
+    assert!(
+        matches!(err, Error::DriverTooOld { version: 10020, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("CUDA 10.2"), "{text}");
+    assert!(text.contains("CUDA 11.0 or newer"), "{text}");
+    assert!(Fake::load(&[("version", 11000)]).is_ok());
+}
+
+#[test]
+fn a_missing_driver_names_the_library_and_the_variable() {
+    let missing = "/nonexistent/unimem-test/libcuda.so.1";
+    // SAFETY: there is no library at that path.
+    let err = unsafe { Driver::load_from(missing) }.unwrap_err();
+    match &err {
+        Error::NoDriver { library, reason } => {
+            assert_eq!(library, missing);
+            assert!(reason.contains("No such file"), "{reason}");
+        }
+        other => panic!("expected NoDriver, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains(missing), "{text}");
+    assert!(text.contains("UNIMEM_CUDA_DRIVER"), "{text}");
+    assert_eq!(
+        std::io::Error::from(err).kind(),
+        std::io::ErrorKind::Unsupported
+    );
+
+    // SAFETY: libc is loaded already, so opening it runs nothing, and it has no
+    // cuDriverGetVersion, so nothing in it is called.
+    let err = unsafe { Driver::load_from("libc.so.6") }.unwrap_err();
+    assert!(
+        err.to_string().contains("has no cuDriverGetVersion"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_default_driver_is_libcuda_or_what_the_variable_names() {
+    match (Driver::load(), std::env::var_os("UNIMEM_CUDA_DRIVER")) {
+        (Ok(driver), _) => println!("a driver is installed here: {driver:?}"),
+        (Err(Error::NoDriver { library, .. }), None) => assert_eq!(library, "libcuda.so.1"),
+        (Err(Error::NoDriver { library, .. }), Some(variable)) => {
+            assert_eq!(library, variable.to_string_lossy())
+        }
+        (Err(other), _) => println!("a driver is installed here, without a GPU: {other}"),
+    }
+}
+
+/// Runs one of the `child_` tests below in a new process of this test binary, with
+/// `UNIMEM_CUDA_DRIVER` set to `driver`, and returns its output.
+fn run_child(test: &str, driver: &Path) -> String {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            test,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("UNIMEM_CUDA_DRIVER", driver)
+        .env("UNIMEM_FAKE_CUDA", fake_library())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{test} failed:\n{text}");
+    assert!(text.contains("1 passed"), "{test} did not run:\n{text}");
+    text
+}
+
+#[test]
+fn the_variable_selects_the_driver() {
+    let (path, _) = fresh_copy(&[]);
+    run_child(
+        "child_registers_through_the_driver_the_variable_names",
+        &path,
+    );
+    std::fs::remove_file(&path).ok();
+    run_child(
+        "child_reports_the_missing_driver_the_variable_names",
+        Path::new("/nonexistent/unimem-test/libcuda.so.1"),
+    );
+}
+
+#[test]
+#[ignore = "run by the_variable_selects_the_driver, in a process of its own"]
+fn child_registers_through_the_driver_the_variable_names() {
+    let variable = std::env::var("UNIMEM_CUDA_DRIVER").unwrap();
+    let block = small_block(4096);
+    let registration = block.register_cuda().unwrap();
+    let driver = registration.driver();
+    assert_eq!(driver.path(), variable);
+    assert!(driver.symbol(c"fake_cuda_get").is_some(), "not the fake");
+    assert_eq!(driver.version(), 12040);
+}
+
+#[test]
+#[ignore = "run by the_variable_selects_the_driver, in a process of its own"]
+fn child_reports_the_missing_driver_the_variable_names() {
+    let variable = std::env::var("UNIMEM_CUDA_DRIVER").unwrap();
+    let block = small_block(4096);
+    match block.register_cuda() {
+        Err(Error::NoDriver { library, .. }) => assert_eq!(library, variable),
+        other => panic!("expected NoDriver, got {other:?}"),
+    }
+}
+
+#[test]
+fn no_leaks_over_ten_thousand_registrations() {
+    const CYCLES: i64 = 10_000;
+    let fake = Fake::new();
+    let block = small_block(16 << 10);
+    for cycle in 0..CYCLES {
+        // Half with a context of the caller's current, half with none.
+        let _entered = (cycle % 2 == 0).then(|| fake.enter_user_context());
+        let registration = fake.driver.register(&block).unwrap();
+        assert_eq!(
+            registration.device_ptr(),
+            fake.device_address(block.as_ptr())
+        );
+    }
+    assert_eq!(fake.calls("cuMemHostRegister_v2"), CYCLES);
+    assert_eq!(fake.calls("cuMemHostUnregister"), CYCLES);
+    assert_eq!(fake.calls("cuDevicePrimaryCtxRetain"), CYCLES / 2);
+    assert_eq!(fake.calls("cuDevicePrimaryCtxRelease_v2"), CYCLES / 2);
+    assert_eq!(
+        fake.calls("cuCtxPushCurrent_v2") - CYCLES / 2,
+        fake.calls("cuCtxPopCurrent_v2") - CYCLES / 2,
+        "every push of the binding is popped"
+    );
+    assert_eq!(fake.get("registrations"), 0);
+    assert_eq!(fake.get("primary_refs"), 0);
+    assert_eq!(fake.get("depth"), 0);
+}
+
+/// The real driver, or `None` (with the reason printed) where there is no GPU.
+fn gpu() -> Option<(Driver, Calls)> {
+    match Driver::load() {
+        Ok(driver) => Some((driver, Calls::new(driver))),
+        Err(why) => {
+            // Straight to stderr, past the test harness's capture, so that the skip shows.
+            let _ = writeln!(std::io::stderr(), "skipped: no GPU here: {why}");
+            None
+        }
+    }
+}
+
+#[test]
+fn gpu_writes_reach_the_block_and_a_second_mapping_of_it() {
+    let Some((driver, calls)) = gpu() else { return };
+    let tape = Tape::on(small_block(16 << 20));
+    let words = tape.take_fill(1 << 20, 0u32).unwrap().as_mut_ptr();
+    let count = 1 << 20;
+    let offset = tape.offset_of(words).unwrap();
+    // No context current: the registration retains device 0's primary context.
+    let registration = driver.register(tape.block()).unwrap();
+    let context = registration.context();
+    // SAFETY: the words are ours, and no reference to them is used until the GPU is done
+    // (synchronised below); the context is the registration's, alive while it is.
+    unsafe {
+        check("cuCtxPushCurrent", (calls.ctx_push_current)(context));
+        check(
+            "cuMemsetD32",
+            (calls.memset_d32)(registration.device_ptr_at(offset), 0xC0DE_F00D, count),
+        );
+        check("cuCtxSynchronize", (calls.ctx_synchronize)());
+        let mut popped = std::ptr::null_mut();
+        check("cuCtxPopCurrent", (calls.ctx_pop_current)(&mut popped));
+    }
+    // SAFETY: the GPU is done with the words; nothing else writes them.
+    let seen = unsafe { std::slice::from_raw_parts(words, count) };
+    assert!(seen.iter().all(|&word| word == 0xC0DE_F00D));
+
+    // SAFETY: the new descriptor is only mapped read-only, here, and dropped with the map.
+    let fd = unsafe { tape.block().export_fd() }.unwrap();
+    let mirror = ReadOnlyBlock::from_fd(fd).unwrap();
+    // SAFETY: nothing writes the block while this view lives.
+    let mirrored = unsafe { &mirror.as_slice()[offset..offset + count * 4] };
+    assert!(
+        mirrored
+            .chunks_exact(4)
+            .all(|word| word == 0xC0DE_F00Du32.to_ne_bytes())
+    );
+}
+
+#[test]
+fn gpu_reads_what_the_cpu_wrote() {
+    let Some((driver, calls)) = gpu() else { return };
+    let primary = PrimaryContext::enter(&calls);
+    let block = small_block(4 << 20);
+    // SAFETY: nothing else touches the block yet.
+    let bytes = unsafe { block.as_mut_slice() };
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = (i % 251) as u8;
+    }
+    let registration = driver.register(&block).unwrap();
+    assert_eq!(
+        registration.context(),
+        primary.context,
+        "the current context"
+    );
+    let mut back = vec![0u8; block.len()];
+    let mut device = 0;
+    // SAFETY: valid out-parameters and lengths; the GPU only reads the block.
+    unsafe {
+        check("cuMemAlloc", (calls.mem_alloc)(&mut device, block.len()));
+        check(
+            "cuMemcpyDtoD",
+            (calls.memcpy_dtod)(device, registration.device_ptr(), block.len()),
+        );
+        check(
+            "cuMemcpyDtoH",
+            (calls.memcpy_dtoh)(back.as_mut_ptr().cast(), device, block.len()),
+        );
+        check("cuMemFree", (calls.mem_free)(device));
+    }
+    // SAFETY: the GPU is done; nothing writes the block.
+    assert!(back == unsafe { block.as_slice() });
+}
+
+#[test]
+fn gpu_registration_errors_and_cycles() {
+    let Some((driver, calls)) = gpu() else { return };
+    let _primary = PrimaryContext::enter(&calls);
+    let block = small_block(1 << 20);
+    let first = driver.register(&block).unwrap();
+    let err = driver.register(&block).unwrap_err();
+    assert!(matches!(err, Error::AlreadyRegistered), "{err:?}");
+    first.unregister().unwrap();
+    for _ in 0..1000 {
+        let registration = driver.register(&block).unwrap();
+        assert_ne!(registration.device_ptr(), 0);
+    }
+    driver.register(&block).unwrap().unregister().unwrap();
+}
