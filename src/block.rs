@@ -17,7 +17,7 @@ use std::io;
 ///
 /// | platform | `Handle` is | what takes it |
 /// |---|---|---|
-/// | macOS, iOS | the `IOSurfaceRef` (`*mut c_void`) | Metal (`newBufferWithBytesNoCopy` on the base address, or an `IOSurface`-backed texture), Core ML, the Neural Engine |
+/// | macOS, iOS | the `IOSurfaceRef` (`*mut c_void`) | Metal (`newBufferWithBytesNoCopy` on the base address), Core ML, the Neural Engine (a one-row surface up to `IOSurfaceGetPropertyMaximum`'s row length; longer blocks are dimensionless surfaces, which back buffers, not textures) |
 /// | Linux | the memfd's `RawFd` | another process (`SCM_RIGHTS`), a GPU driver's import call, `dma-buf`-style importers |
 /// | portable backend | the base address (`*mut u8`) | nothing outside this process |
 ///

@@ -99,6 +99,24 @@ const EMFILE: i32 = 24;
 #[cfg(unix)]
 const ENFILE: i32 = 23;
 
+/// How to let a process lock more (it follows an opening parenthesis): Linux has systemd's and
+/// PAM's limits, and a capability.
+#[cfg(not(target_vendor = "apple"))]
+const RAISE_LOCK_LIMIT: &str = "`ulimit -l`, `LimitMEMLOCK=` in a systemd unit, `memlock` in \
+     /etc/security/limits.conf), grant CAP_IPC_LOCK";
+/// How to let a process lock more: a Mac has launchd's limit.
+#[cfg(target_vendor = "apple")]
+const RAISE_LOCK_LIMIT: &str = "`ulimit -l`, `launchctl limit memlock`)";
+
+/// What refuses a lock within RLIMIT_MEMLOCK.
+#[cfg(not(target_vendor = "apple"))]
+const SHORT_OF_LOCKABLE: &str = "the system is short of lockable memory. Free some";
+/// What refuses a lock within RLIMIT_MEMLOCK: XNU's wire limits, the per-process one being the
+/// smaller of the rlimit and `vm.user_wire_limit`.
+#[cfg(target_vendor = "apple")]
+const SHORT_OF_LOCKABLE: &str = "the system's wire limits (`sysctl vm.user_wire_limit \
+     vm.global_user_wire_limit`) stopped it. Free some memory";
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -132,25 +150,22 @@ impl fmt::Display for Error {
                     (Some(locked), Some(limit)) => write!(
                         f,
                         ": this process has {} locked already, and RLIMIT_MEMLOCK is {}. \
-                         Raise the limit (`ulimit -l`, `LimitMEMLOCK=` in a systemd unit, \
-                         `memlock` in /etc/security/limits.conf), grant CAP_IPC_LOCK",
+                         Raise the limit ({RAISE_LOCK_LIMIT}",
                         Bytes(*locked),
                         Bytes(*limit)
                     )?,
                     (None, Some(limit)) => write!(
                         f,
-                        ": RLIMIT_MEMLOCK is {}. Raise it (`ulimit -l`, `LimitMEMLOCK=` in a \
-                         systemd unit, `memlock` in /etc/security/limits.conf), grant \
-                         CAP_IPC_LOCK",
+                        ": RLIMIT_MEMLOCK is {}. Raise it ({RAISE_LOCK_LIMIT}",
                         Bytes(*limit)
                     )?,
                     (locked, None) => {
                         if let Some(locked) = locked {
                             write!(f, " with {} locked already", Bytes(*locked))?;
                         }
-                        f.write_str(
-                            ": the memory-lock limit is not what stopped it, so the system is \
-                             short of lockable memory. Free some",
+                        write!(
+                            f,
+                            ": the memory-lock limit is not what stopped it, so {SHORT_OF_LOCKABLE}"
                         )?;
                     }
                 }
@@ -321,7 +336,12 @@ mod tests {
             "6 MiB locked already",
             "RLIMIT_MEMLOCK is 8 MiB",
             "ulimit -l",
-            "CAP_IPC_LOCK",
+            // Linux's way out is a capability; a Mac's is launchd's limit.
+            if cfg!(target_vendor = "apple") {
+                "launchctl limit memlock"
+            } else {
+                "CAP_IPC_LOCK"
+            },
             "Pinning::BestEffort",
             "Tape::with_options(len, ...)",
             "Grid::with_options(...)",
@@ -340,7 +360,12 @@ mod tests {
             source: os_error(11),
         };
         let text = err.to_string();
-        for needle in ["pinning 4 KiB", "1 GiB locked already", "short of lockable"] {
+        let blamed = if cfg!(target_vendor = "apple") {
+            "vm.user_wire_limit"
+        } else {
+            "short of lockable"
+        };
+        for needle in ["pinning 4 KiB", "1 GiB locked already", blamed] {
             assert!(text.contains(needle), "{needle:?} missing from {text:?}");
         }
         assert_source_not_repeated(&err);

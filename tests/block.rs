@@ -625,3 +625,112 @@ mod linux {
         run_child("address_space_child");
     }
 }
+
+#[cfg(all(target_vendor = "apple", not(miri)))]
+mod apple {
+    use unimem::{Block, Pinning};
+
+    /// `struct vm_region_basic_info_64` (mach/vm_region.h, packed to 4), for its wire count.
+    #[repr(C, packed(4))]
+    #[derive(Default)]
+    struct RegionInfo {
+        protection: i32,
+        max_protection: i32,
+        inheritance: u32,
+        shared: u32,
+        reserved: u32,
+        offset: u64,
+        behavior: i32,
+        user_wired_count: u16,
+    }
+
+    unsafe extern "C" {
+        safe fn mach_task_self() -> u32;
+        fn mach_vm_region(
+            task: u32,
+            address: *mut u64,
+            size: *mut u64,
+            flavor: i32,
+            info: *mut RegionInfo,
+            count: *mut u32,
+            object_name: *mut u32,
+        ) -> i32;
+    }
+
+    /// How many times this task has wired (`mlock`ed) the mapping that holds `block`.
+    fn user_wirings(block: &Block) -> u16 {
+        const VM_REGION_BASIC_INFO_64: i32 = 9;
+        let mut address = block.as_ptr() as u64;
+        let (mut size, mut object) = (0, 0);
+        let mut info = RegionInfo::default();
+        let mut count = (size_of::<RegionInfo>() / 4) as u32;
+        // SAFETY: every out-pointer is a live local of the type the call writes.
+        let kr = unsafe {
+            mach_vm_region(
+                mach_task_self(),
+                &mut address,
+                &mut size,
+                VM_REGION_BASIC_INFO_64,
+                &mut info,
+                &mut count,
+                &mut object,
+            )
+        };
+        assert_eq!(kr, 0, "mach_vm_region");
+        assert!(
+            address <= block.as_ptr() as u64,
+            "the region holds the block"
+        );
+        info.user_wired_count
+    }
+
+    /// Warming changes no one's wiring: a pinned block stays wired once (so its drop unwires
+    /// it), and warming an unpinned block of the same surface, which in one process is the
+    /// same mapping, neither wires nor unwires it.
+    #[test]
+    fn warming_leaves_wiring_alone() {
+        let pinned = Block::options()
+            .pinning(Pinning::Required)
+            .open(1 << 20)
+            .unwrap();
+        assert_eq!(user_wirings(&pinned), 1);
+        pinned.warm().unwrap();
+        pinned.warm().unwrap();
+        assert_eq!(
+            user_wirings(&pinned),
+            1,
+            "after warming the pinned block twice"
+        );
+        let options = Block::options().pinning(Pinning::Off).clone();
+        // SAFETY: the handle is live while `pinned` is; the blocks are not read or written.
+        let unpinned = unsafe { options.open_surface(pinned.handle()) }.unwrap();
+        assert_eq!(
+            unpinned.as_ptr(),
+            pinned.as_ptr(),
+            "one mapping per surface and process"
+        );
+        unpinned.warm().unwrap();
+        assert_eq!(
+            user_wirings(&pinned),
+            1,
+            "after warming an unpinned view of it"
+        );
+        drop(pinned);
+        assert_eq!(user_wirings(&unpinned), 0, "after the pinned block dropped");
+    }
+
+    /// Each pinned block of one surface holds its own wiring: XNU counts them per mapping.
+    #[test]
+    fn wirings_of_one_surface_are_counted() {
+        let first = Block::options()
+            .pinning(Pinning::Required)
+            .open(1 << 20)
+            .unwrap();
+        // SAFETY: the handle is live while `first` is; the blocks are not read or written.
+        let second = unsafe { Block::from_surface(first.handle()) }.unwrap();
+        assert!(second.is_pinned());
+        assert_eq!(user_wirings(&first), 2);
+        drop(first);
+        assert_eq!(user_wirings(&second), 1, "the second block is still pinned");
+    }
+}

@@ -871,6 +871,83 @@ mod apple {
     }
 
     #[test]
+    fn a_port_that_names_no_surface_is_refused() {
+        unsafe extern "C" {
+            safe fn mach_task_self() -> u32;
+        }
+        let task = mach_task_self();
+        // The null name, a name this task does not hold, and a port that is not a surface.
+        for name in [0, 0x7fff_fff3, task] {
+            // SAFETY: `into_raw` below takes the name back before the `MachPort` could drop
+            // (and deallocate) a right that is not ours to give up.
+            let port = unsafe { MachPort::from_raw(name) };
+            // SAFETY: no block is made on success, which is what the test checks.
+            let result = unsafe { Block::from_mach_port(&port) };
+            let _ = port.into_raw();
+            match result {
+                Err(unimem::Error::NotShareable { reason }) => {
+                    assert!(reason.contains("does not name an IOSurface"), "{reason}")
+                }
+                other => panic!("port {name:#x}: expected NotShareable, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sizes from one page to several GiB, each seen whole through a port: its length (equal
+    /// on both sides, also on an Intel Mac, whose pages are 4 KiB while IOSurface may round
+    /// up further) and its first and last bytes. Unpinned and lazy, so the runner's RAM
+    /// need not hold them: only the pages touched are ever made.
+    #[test]
+    fn sizes_from_a_page_to_gibibytes_cross_a_port() {
+        let page = page();
+        let max = (4usize << 30) - page;
+        for len in [page, 3 * page, 1 << 20, 64 << 20, 1 << 30, 3 << 30, max] {
+            let block = Block::options()
+                .pinning(Pinning::Off)
+                .open(len)
+                .unwrap_or_else(|e| panic!("open({len}): {e}"));
+            assert!(
+                block.len() >= len && block.len() % page == 0,
+                "open({len}): {block:?}"
+            );
+            let last = block.len() - 1;
+            // SAFETY: both offsets are inside the block, whose only user this is.
+            unsafe {
+                block.as_ptr().write(0xa5);
+                block.as_ptr().add(last).write(0x5a);
+            }
+            let port = block.mach_port().unwrap();
+            // SAFETY: both blocks are used through raw pointers, one at a time.
+            let other = unsafe { Block::from_mach_port(&port) }.unwrap();
+            assert_eq!(
+                other.len(),
+                block.len(),
+                "the two sides' len() for open({len})"
+            );
+            // SAFETY: as above.
+            unsafe {
+                assert_eq!(other.as_ptr().read(), 0xa5, "first byte of open({len})");
+                assert_eq!(
+                    other.as_ptr().add(last).read(),
+                    0x5a,
+                    "last byte of open({len})"
+                );
+            }
+        }
+        match Block::open(max + 1) {
+            Err(unimem::Error::TooLarge {
+                requested,
+                max: limit,
+            }) => {
+                assert_eq!((requested, limit), (max + 1, max));
+                let text = Block::open(max + 1).unwrap_err().to_string();
+                assert!(!text.contains("IOSurfaceGetBaseAddress"), "{text}");
+            }
+            other => panic!("open(4 GiB): expected TooLarge, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn from_surface_keeps_the_surface_alive() {
         let block = Block::open(2 * page()).unwrap();
         // SAFETY: nobody else has the block yet.

@@ -27,6 +27,14 @@ pub type CFNumberType = CFIndex;
 pub type kern_return_t = i32;
 /// A Mach port name.
 pub type mach_port_t = u32;
+/// An address in a task's address space, 64 bits whatever the task's width.
+pub type mach_vm_address_t = u64;
+/// A size in a task's address space.
+pub type mach_vm_size_t = u64;
+/// Which `mach_vm_region` record to fill in.
+pub type vm_region_flavor_t = i32;
+/// A count of `natural_t` (32-bit) words.
+pub type mach_msg_type_number_t = u32;
 
 /// `kCFNumberSInt64Type`.
 pub const kCFNumberSInt64Type: CFNumberType = 4;
@@ -34,6 +42,27 @@ pub const kCFNumberSInt64Type: CFNumberType = 4;
 pub const KERN_SUCCESS: kern_return_t = 0;
 /// `MACH_PORT_NULL`.
 pub const MACH_PORT_NULL: mach_port_t = 0;
+/// `MADV_WILLNEED` for `madvise` (`sys/mman.h`).
+pub const MADV_WILLNEED: core::ffi::c_int = 3;
+/// `VM_REGION_BASIC_INFO_64` (`mach/vm_region.h`): fill in a [`vm_region_basic_info_64`].
+pub const VM_REGION_BASIC_INFO_64: vm_region_flavor_t = 9;
+/// `VM_REGION_BASIC_INFO_COUNT_64`: its size in 32-bit words.
+pub const VM_REGION_BASIC_INFO_COUNT_64: mach_msg_type_number_t =
+    (core::mem::size_of::<vm_region_basic_info_64>() / 4) as mach_msg_type_number_t;
+
+/// `struct vm_region_basic_info_64` (`mach/vm_region.h`, declared under `#pragma pack(4)`).
+#[repr(C, packed(4))]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct vm_region_basic_info_64 {
+    pub protection: i32,
+    pub max_protection: i32,
+    pub inheritance: u32,
+    pub shared: u32,
+    pub reserved: u32,
+    pub offset: u64,
+    pub behavior: i32,
+    pub user_wired_count: u16,
+}
 
 /// Opaque stand-in for `CFDictionaryKeyCallBacks`: only its address is ever used.
 #[repr(C)]
@@ -64,6 +93,8 @@ unsafe extern "C" {
     pub fn IOSurfaceGetID(buffer: IOSurfaceRef) -> IOSurfaceID;
     pub fn IOSurfaceCreateMachPort(buffer: IOSurfaceRef) -> mach_port_t;
     pub fn IOSurfaceLookupFromMachPort(port: mach_port_t) -> IOSurfaceRef;
+    pub fn IOSurfaceGetPlaneCount(buffer: IOSurfaceRef) -> usize;
+    pub fn IOSurfaceGetPropertyMaximum(property: CFStringRef) -> usize;
 }
 
 #[link(name = "CoreFoundation", kind = "framework")]
@@ -89,6 +120,17 @@ unsafe extern "C" {
 }
 
 unsafe extern "C" {
-    pub static mach_task_self_: mach_port_t;
+    /// A function, not the `mach_task_self_` variable that the header's macro reads.
+    pub fn mach_task_self() -> mach_port_t;
     pub fn mach_port_deallocate(task: mach_port_t, name: mach_port_t) -> kern_return_t;
+    pub fn mach_vm_region(
+        target_task: mach_port_t,
+        address: *mut mach_vm_address_t,
+        size: *mut mach_vm_size_t,
+        flavor: vm_region_flavor_t,
+        info: *mut vm_region_basic_info_64,
+        info_count: *mut mach_msg_type_number_t,
+        object_name: *mut mach_port_t,
+    ) -> kern_return_t;
+    pub fn madvise(addr: *mut c_void, len: usize, advice: core::ffi::c_int) -> core::ffi::c_int;
 }

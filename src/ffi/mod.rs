@@ -1,7 +1,8 @@
 //! Raw foreign declarations, written by hand: the only place in the crate that names a C symbol.
 //!
-//! Every constant and struct layout declared here is checked against the `libc` crate by the
-//! unit tests in `ffi/tests.rs` (libc is a dev-dependency only). Nothing here is wrapped or made
+//! Every constant and struct layout declared here is checked against the `libc` crate at compile
+//! time, for the target being built, when the unit tests are built (`ffi/tests.rs`; libc is a
+//! dev-dependency only). Nothing here is wrapped or made
 //! safe; the `sys` backends do that, one call at a time, with the reasoning next to each call.
 #![allow(
     non_camel_case_types,

@@ -31,8 +31,13 @@ pub struct rlimit {
     pub rlim_max: rlim_t,
 }
 
-/// `RLIM_INFINITY`: all bits set, on Linux and Darwin.
+/// `RLIM_INFINITY`: all bits set on Linux.
+#[cfg(target_os = "linux")]
 pub const RLIM_INFINITY: rlim_t = !0;
+/// `RLIM_INFINITY`: on Darwin the largest signed value, not all bits set
+/// (xnu `bsd/sys/resource.h`: `((rlim_t)-1 >> 1)`).
+#[cfg(target_vendor = "apple")]
+pub const RLIM_INFINITY: rlim_t = 0x7fff_ffff_ffff_ffff;
 
 /// `_SC_PAGESIZE` for `sysconf`.
 #[cfg(target_os = "linux")]

@@ -1,87 +1,131 @@
-//! Every hand-written constant and layout in `ffi` against the `libc` crate's.
+//! Every hand-written constant and layout in `ffi` against the `libc` crate's, for the target
+//! being built.
+//!
+//! The checks are compile-time assertions, so building the unit tests for a target checks that
+//! target's values: `cargo clippy --all-targets --target aarch64-apple-darwin` (and
+//! `x86_64-apple-darwin`), which `.ci/run` runs on Linux, fails on a wrong macOS constant
+//! without a Mac. Only what cannot be computed in a const (a pointer constant, libc's
+//! `CMSG_*` functions) is left to run-time tests.
 
 use super::posix;
-use core::mem::{align_of, offset_of, size_of};
+use core::mem::{align_of, offset_of, size_of, size_of_val};
 
-#[test]
-fn posix_constants_match_libc() {
-    assert_eq!(posix::_SC_PAGESIZE, libc::_SC_PAGESIZE);
-    assert_eq!(posix::RLIMIT_MEMLOCK as i64, libc::RLIMIT_MEMLOCK as i64);
-    assert_eq!(posix::RLIM_INFINITY, libc::RLIM_INFINITY);
+/// A constant equals libc's, in value and in size (the value is compared widened, since
+/// libc declares some flags signed and some unsigned).
+macro_rules! same_constant {
+    ($ours:path, $libc:path) => {
+        assert!(
+            $ours as i128 == $libc as i128,
+            concat!(stringify!($ours), " differs from ", stringify!($libc))
+        );
+        assert!(
+            size_of_val(&$ours) == size_of_val(&$libc),
+            concat!(stringify!($ours), " has another size than ", stringify!($libc))
+        );
+    };
 }
 
-/// The integer types whose width differs between targets, checked at compile time so that
-/// checking the tests for a target (`cargo check --all-targets --target i686-unknown-linux-gnu`)
-/// checks that target's.
+/// A struct has libc's size, alignment and field offsets.
+macro_rules! same_layout {
+    ($ours:ty, $libc:ty { $($field:ident),* $(,)? }) => {
+        assert!(
+            size_of::<$ours>() == size_of::<$libc>(),
+            concat!("size of ", stringify!($ours))
+        );
+        assert!(
+            align_of::<$ours>() == align_of::<$libc>(),
+            concat!("alignment of ", stringify!($ours))
+        );
+        $(assert!(
+            offset_of!($ours, $field) == offset_of!($libc, $field),
+            concat!("offset of ", stringify!($ours), "::", stringify!($field))
+        );)*
+    };
+}
+
+/// A type alias has libc's size and signedness.
+macro_rules! same_integer {
+    ($ours:ty, $libc:ty) => {
+        assert!(
+            size_of::<$ours>() == size_of::<$libc>(),
+            concat!("size of ", stringify!($ours))
+        );
+        assert!(
+            (<$ours>::MIN == 0) == (<$libc>::MIN == 0),
+            concat!("signedness of ", stringify!($ours))
+        );
+    };
+}
+
 const _: () = {
-    assert!(size_of::<posix::rlim_t>() == size_of::<libc::rlim_t>());
-    #[cfg(target_os = "linux")]
-    assert!(size_of::<super::linux::off_t>() == size_of::<libc::off_t>());
-    assert!(posix::RLIMIT_MEMLOCK as i64 == libc::RLIMIT_MEMLOCK as i64);
-    #[cfg(target_os = "linux")]
-    assert!(super::linux::SOL_SOCKET == libc::SOL_SOCKET);
+    same_constant!(posix::_SC_PAGESIZE, libc::_SC_PAGESIZE);
+    same_constant!(posix::RLIMIT_MEMLOCK, libc::RLIMIT_MEMLOCK);
+    same_constant!(posix::RLIM_INFINITY, libc::RLIM_INFINITY);
+    same_integer!(posix::rlim_t, libc::rlim_t);
+    same_layout!(posix::rlimit, libc::rlimit { rlim_cur, rlim_max });
 };
 
-#[test]
-fn posix_types_match_libc() {
-    assert_eq!(size_of::<posix::rlim_t>(), size_of::<libc::rlim_t>());
-    assert_eq!(size_of::<posix::rlimit>(), size_of::<libc::rlimit>());
-    assert_eq!(align_of::<posix::rlimit>(), align_of::<libc::rlimit>());
-    assert_eq!(
-        offset_of!(posix::rlimit, rlim_cur),
-        offset_of!(libc::rlimit, rlim_cur)
-    );
-    assert_eq!(
-        offset_of!(posix::rlimit, rlim_max),
-        offset_of!(libc::rlimit, rlim_max)
-    );
-}
+#[cfg(target_vendor = "apple")]
+const _: () = {
+    use super::apple;
+    same_constant!(apple::KERN_SUCCESS, libc::KERN_SUCCESS);
+    same_constant!(apple::MACH_PORT_NULL, libc::MACH_PORT_NULL);
+    same_integer!(apple::kern_return_t, libc::kern_return_t);
+    same_integer!(apple::mach_port_t, libc::mach_port_t);
+    same_integer!(apple::mach_vm_address_t, libc::mach_vm_address_t);
+    same_integer!(apple::mach_msg_type_number_t, libc::mach_msg_type_number_t);
+    same_constant!(apple::MADV_WILLNEED, libc::MADV_WILLNEED);
+    // CoreFoundation's types are not in libc: `CFIndex` is `signed long`.
+    same_integer!(apple::CFIndex, core::ffi::c_long);
+    // Nor is `vm_region_basic_info_64`: its size under `#pragma pack(4)` (mach/vm_region.h:
+    // 5 words, a 64-bit offset, a word, a short, padded to 4), and so its word count, 9.
+    assert!(size_of::<apple::vm_region_basic_info_64>() == 36);
+    assert!(apple::VM_REGION_BASIC_INFO_COUNT_64 == 9);
+};
 
 #[cfg(target_os = "linux")]
-#[test]
-fn linux_constants_match_libc() {
+const _: () = {
     use super::linux;
-    assert_eq!(linux::PROT_READ, libc::PROT_READ);
-    assert_eq!(linux::PROT_WRITE, libc::PROT_WRITE);
-    assert_eq!(linux::MAP_SHARED, libc::MAP_SHARED);
-    assert_eq!(linux::MAP_FAILED, libc::MAP_FAILED);
-    assert_eq!(linux::EINVAL, libc::EINVAL);
-    assert_eq!(size_of::<linux::off_t>(), size_of::<libc::off_t>());
-    assert_eq!(linux::MFD_CLOEXEC, libc::MFD_CLOEXEC);
-    assert_eq!(linux::MFD_ALLOW_SEALING, libc::MFD_ALLOW_SEALING);
-    assert_eq!(linux::F_ADD_SEALS, libc::F_ADD_SEALS);
-    assert_eq!(linux::F_GET_SEALS, libc::F_GET_SEALS);
-    assert_eq!(linux::F_SEAL_SEAL, libc::F_SEAL_SEAL);
-    assert_eq!(linux::F_SEAL_SHRINK, libc::F_SEAL_SHRINK);
-    assert_eq!(linux::F_SEAL_GROW, libc::F_SEAL_GROW);
-    assert_eq!(linux::F_SEAL_WRITE, libc::F_SEAL_WRITE);
-    assert_eq!(linux::F_SEAL_FUTURE_WRITE, libc::F_SEAL_FUTURE_WRITE);
-    // libc has declared it as both c_int and c_uint over time.
-    assert_eq!(linux::MLOCK_ONFAULT as i64, libc::MLOCK_ONFAULT as i64);
-    assert_eq!(linux::MADV_POPULATE_READ, libc::MADV_POPULATE_READ);
-    assert_eq!(linux::MADV_POPULATE_WRITE, libc::MADV_POPULATE_WRITE);
-    assert_eq!(linux::EPERM, libc::EPERM);
-    assert_eq!(linux::EBADF, libc::EBADF);
-    assert_eq!(linux::F_GETFL, libc::F_GETFL);
-    assert_eq!(linux::O_RDONLY, libc::O_RDONLY);
-    assert_eq!(linux::O_WRONLY, libc::O_WRONLY);
-    assert_eq!(
-        linux::O_ACCMODE,
-        libc::O_RDONLY | libc::O_WRONLY | libc::O_RDWR
-    );
-    #[cfg(target_env = "gnu")]
-    assert_eq!(linux::O_ACCMODE, libc::O_ACCMODE);
-}
+    same_constant!(linux::PROT_READ, libc::PROT_READ);
+    same_constant!(linux::PROT_WRITE, libc::PROT_WRITE);
+    same_constant!(linux::MAP_SHARED, libc::MAP_SHARED);
+    same_constant!(linux::EINVAL, libc::EINVAL);
+    same_integer!(linux::off_t, libc::off_t);
+    same_constant!(linux::MFD_CLOEXEC, libc::MFD_CLOEXEC);
+    same_constant!(linux::MFD_ALLOW_SEALING, libc::MFD_ALLOW_SEALING);
+    same_constant!(linux::F_ADD_SEALS, libc::F_ADD_SEALS);
+    same_constant!(linux::F_GET_SEALS, libc::F_GET_SEALS);
+    same_constant!(linux::F_SEAL_SEAL, libc::F_SEAL_SEAL);
+    same_constant!(linux::F_SEAL_SHRINK, libc::F_SEAL_SHRINK);
+    same_constant!(linux::F_SEAL_GROW, libc::F_SEAL_GROW);
+    same_constant!(linux::F_SEAL_WRITE, libc::F_SEAL_WRITE);
+    same_constant!(linux::F_SEAL_FUTURE_WRITE, libc::F_SEAL_FUTURE_WRITE);
+    same_constant!(linux::MLOCK_ONFAULT, libc::MLOCK_ONFAULT);
+    same_constant!(linux::MADV_POPULATE_READ, libc::MADV_POPULATE_READ);
+    same_constant!(linux::MADV_POPULATE_WRITE, libc::MADV_POPULATE_WRITE);
+    same_constant!(linux::EPERM, libc::EPERM);
+    same_constant!(linux::EBADF, libc::EBADF);
+    same_constant!(linux::F_GETFL, libc::F_GETFL);
+    same_constant!(linux::O_RDONLY, libc::O_RDONLY);
+    same_constant!(linux::O_WRONLY, libc::O_WRONLY);
+    assert!(linux::O_ACCMODE == libc::O_RDONLY | libc::O_WRONLY | libc::O_RDWR);
+    same_constant!(linux::SOL_SOCKET, libc::SOL_SOCKET);
+    same_constant!(linux::SCM_RIGHTS, libc::SCM_RIGHTS);
+    same_constant!(linux::MSG_CMSG_CLOEXEC, libc::MSG_CMSG_CLOEXEC);
+    same_constant!(linux::MSG_CTRUNC, libc::MSG_CTRUNC);
+    same_constant!(linux::MSG_NOSIGNAL, libc::MSG_NOSIGNAL);
+};
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const _: () = {
+    same_constant!(super::linux::O_ACCMODE, libc::O_ACCMODE);
+};
+
+/// A pointer constant cannot be compared in a const.
 #[cfg(target_os = "linux")]
 #[test]
-fn linux_socket_constants_match_libc() {
-    use super::linux;
-    assert_eq!(linux::SOL_SOCKET, libc::SOL_SOCKET);
-    assert_eq!(linux::SCM_RIGHTS, libc::SCM_RIGHTS);
-    assert_eq!(linux::MSG_CMSG_CLOEXEC, libc::MSG_CMSG_CLOEXEC);
-    assert_eq!(linux::MSG_CTRUNC, libc::MSG_CTRUNC);
-    assert_eq!(linux::MSG_NOSIGNAL, libc::MSG_NOSIGNAL);
+fn map_failed_matches_libc() {
+    assert_eq!(super::linux::MAP_FAILED, libc::MAP_FAILED);
 }
 
 #[cfg(target_os = "linux")]
@@ -101,30 +145,13 @@ fn cmsg_arithmetic_matches_libc() {
     }
 }
 
-/// The layouts, checked at compile time so that building the tests for another target
-/// (`cargo check --lib --tests --target aarch64-unknown-linux-gnu`) checks that target's.
+/// The Linux layouts.
 #[cfg(target_os = "linux")]
 const _: () = {
     use super::linux;
-
-    assert!(size_of::<linux::iovec>() == size_of::<libc::iovec>());
-    assert!(align_of::<linux::iovec>() == align_of::<libc::iovec>());
-    assert!(offset_of!(linux::iovec, iov_base) == offset_of!(libc::iovec, iov_base));
-    assert!(offset_of!(linux::iovec, iov_len) == offset_of!(libc::iovec, iov_len));
-
-    assert!(size_of::<linux::msghdr>() == size_of::<libc::msghdr>());
-    assert!(align_of::<linux::msghdr>() == align_of::<libc::msghdr>());
-    assert!(offset_of!(linux::msghdr, msg_name) == offset_of!(libc::msghdr, msg_name));
-    assert!(offset_of!(linux::msghdr, msg_namelen) == offset_of!(libc::msghdr, msg_namelen));
-    assert!(offset_of!(linux::msghdr, msg_iov) == offset_of!(libc::msghdr, msg_iov));
-    assert!(offset_of!(linux::msghdr, msg_iovlen) == offset_of!(libc::msghdr, msg_iovlen));
-    assert!(offset_of!(linux::msghdr, msg_control) == offset_of!(libc::msghdr, msg_control));
-    assert!(offset_of!(linux::msghdr, msg_controllen) == offset_of!(libc::msghdr, msg_controllen));
-    assert!(offset_of!(linux::msghdr, msg_flags) == offset_of!(libc::msghdr, msg_flags));
-
-    assert!(size_of::<linux::cmsghdr>() == size_of::<libc::cmsghdr>());
-    assert!(align_of::<linux::cmsghdr>() == align_of::<libc::cmsghdr>());
-    assert!(offset_of!(linux::cmsghdr, cmsg_len) == offset_of!(libc::cmsghdr, cmsg_len));
-    assert!(offset_of!(linux::cmsghdr, cmsg_level) == offset_of!(libc::cmsghdr, cmsg_level));
-    assert!(offset_of!(linux::cmsghdr, cmsg_type) == offset_of!(libc::cmsghdr, cmsg_type));
+    same_layout!(linux::iovec, libc::iovec { iov_base, iov_len });
+    same_layout!(linux::msghdr, libc::msghdr {
+        msg_name, msg_namelen, msg_iov, msg_iovlen, msg_control, msg_controllen, msg_flags,
+    });
+    same_layout!(linux::cmsghdr, libc::cmsghdr { cmsg_len, cmsg_level, cmsg_type });
 };

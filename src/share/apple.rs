@@ -125,10 +125,13 @@ impl OpenOptions {
     /// The block takes a reference of its own to the surface and locks it for CPU access;
     /// dropping the block unlocks and releases it, leaving the caller's reference alone. The
     /// block spans the surface's whole allocation (`IOSurfaceGetAllocSize`), which for an
-    /// image includes any row padding.
+    /// image includes any row padding; so only a single-plane surface mapped from its first
+    /// byte can be adopted (not a planar image, nor one made with a `kIOSurfaceOffset`).
     ///
-    /// Blocks over the same surface in one process share one mapping, and pinning (`mlock`)
-    /// is not counted: when one of them drops, the pages are no longer pinned for the others.
+    /// Blocks over the same surface in one process share one mapping. XNU counts wirings per
+    /// mapping (unlike Linux, where locks on one page do not nest): each pinned block's `mlock`
+    /// holds until that block drops, whatever the other blocks of the surface do, and
+    /// [`Block::warm`] changes no one's wiring.
     ///
     /// # Safety
     /// `surface` is a valid `IOSurfaceRef`, and the caller keeps the promise for
@@ -136,8 +139,9 @@ impl OpenOptions {
     /// the surface is mapped by whoever made it too.
     ///
     /// # Errors
-    /// [`Error::NotShareable`] for a surface of zero bytes; [`Error::Os`] when the surface
-    /// cannot be locked; [`Error::PinRefused`] as for [`Block::open`].
+    /// [`Error::NotShareable`] for a surface of zero bytes, with planes, or whose allocation
+    /// runs past its mapping (a `kIOSurfaceOffset`); [`Error::Os`] when the surface cannot be
+    /// locked; [`Error::PinRefused`] as for [`Block::open`].
     pub unsafe fn open_surface(&self, surface: Handle) -> Result<Block, Error> {
         // SAFETY: the caller promises a valid IOSurfaceRef.
         let region = unsafe { Region::from_surface(surface) }?;

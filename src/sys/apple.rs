@@ -1,8 +1,11 @@
 //! macOS and iOS: an IOSurface, locked for CPU access for its whole life.
 //!
 //! The surface is a one-row, one-byte-per-element buffer, the layout Metal and the Neural
-//! Engine accept for raw tensors. It is not global (`kIOSurfaceIsGlobal` is deprecated as
-//! insecure); share it through a mach port instead.
+//! Engine accept for raw tensors, up to the longest row every device takes
+//! (`IOSurfaceGetPropertyMaximum`); a longer block is a dimensionless surface (only an
+//! allocation size), whose bytes Metal still takes as a buffer. Surfaces stop at 4 GiB less a
+//! page. It is not global (`kIOSurfaceIsGlobal` is deprecated as insecure); share it through
+//! a mach port instead.
 //!
 //! Apple documents `IOSurfaceLock` as bounding CPU access, not as wiring pages, so pinning is
 //! done with `mlock` on the locked base address like on Linux. macOS has no lock-on-fault:
@@ -54,12 +57,19 @@ impl Backend for Imp {
     /// macOS has no lock-on-fault: wiring the pages faults them all in.
     const LOCK_POPULATES: bool = true;
 
-    /// A new IOSurface.
+    /// A new IOSurface: one row of one-byte elements where every device can take such a row
+    /// (the layout the Neural Engine and Metal accept for raw tensors), and a dimensionless
+    /// buffer (only an allocation size) beyond that.
     fn create(len: usize) -> Result<Region, Error> {
-        let size = i64::try_from(len).map_err(|_| Error::TooLarge {
-            requested: len,
-            max: i64::MAX as usize,
-        })?;
+        let max = max_surface_len();
+        if len > max {
+            return Err(Error::TooLarge {
+                requested: len,
+                max,
+            });
+        }
+        // Cannot wrap: len <= max < i64::MAX.
+        let size = len as i64;
         let number = |value: i64| {
             // SAFETY: `value` is a live i64 and kCFNumberSInt64Type says it is one.
             let n = unsafe {
@@ -72,25 +82,23 @@ impl Backend for Imp {
             Owned::new(n, "CFNumberCreate")
         };
         // SAFETY: the keys are constant CFStrings exported by IOSurface.framework.
-        let keys = unsafe {
-            [
+        let (width, height, bytes_per_element, bytes_per_row, alloc_size, pixel_format) = unsafe {
+            (
                 apple::kIOSurfaceWidth,
                 apple::kIOSurfaceHeight,
                 apple::kIOSurfaceBytesPerElement,
                 apple::kIOSurfaceBytesPerRow,
                 apple::kIOSurfaceAllocSize,
                 apple::kIOSurfacePixelFormat,
-            ]
+            )
         };
-        let values = [
-            number(size)?,
-            number(1)?,
-            number(1)?,
-            number(size)?,
-            number(size)?,
-            number(0)?,
-        ];
-        let value_ptrs = values.each_ref().map(|v| v.0);
+        let mut keys = vec![alloc_size];
+        let mut values = vec![number(size)?];
+        if len <= max_row_len() {
+            keys.extend([width, height, bytes_per_element, bytes_per_row, pixel_format]);
+            values.extend([number(size)?, number(1)?, number(1)?, number(size)?, number(0)?]);
+        }
+        let value_ptrs: Vec<apple::CFTypeRef> = values.iter().map(|v| v.0).collect();
         // SAFETY: both arrays hold `keys.len()` live CF objects; the CFType callbacks retain
         // keys and values, so our references can be released right after (by `values`' drop).
         let properties = Owned::new(
@@ -111,7 +119,20 @@ impl Backend for Imp {
             unsafe { apple::IOSurfaceCreate(properties.0) }.cast_const(),
             "IOSurfaceCreate",
         )?;
-        Region::lock_surface(surface, len)
+        // IOSurface may round the allocation up (to its own alignment, which can exceed an
+        // Intel Mac's 4 KiB page). The block is all of it, so that a process that maps the
+        // surface through a port, and sees its allocation size, sees the same `len()`.
+        // SAFETY: `surface` is a live IOSurface.
+        let made = unsafe { apple::IOSurfaceGetAllocSize(surface.0.cast_mut()) };
+        if made < len || made % unix::page_size() != 0 {
+            return Err(Error::Os {
+                call: "IOSurfaceCreate",
+                source: io::Error::other(format!(
+                    "asked for a surface of {len} bytes, got one of {made}"
+                )),
+            });
+        }
+        Region::lock_surface(surface, made)
     }
 
     fn handle(region: &Region) -> Handle {
@@ -133,18 +154,30 @@ impl Backend for Imp {
         unix::unlock(ptr, len)
     }
 
-    /// Brings every page in through the kernel, without touching a byte: wiring populates,
-    /// and an unpinned block is unwired again right after.
+    /// Brings every page in without touching a byte and without changing anyone's wiring.
+    ///
+    /// A pinned block's pages were wired, and so brought in, when it opened, and stay in while
+    /// wired: there is nothing to do (wiring again would take a second `munlock` to undo, as
+    /// XNU counts wirings per mapping). An unpinned block asks the kernel to fault its pages
+    /// in (`MADV_WILLNEED`, which XNU carries out for anonymous memory by pre-faulting), never
+    /// `mlock` and `munlock`, which would count against the wire limits for a moment.
     fn populate(region: &Region, pinned: bool) -> Result<(), Error> {
-        let (ptr, len) = (region.ptr, region.len);
-        unix::mlock(ptr, len).map_err(|source| Error::Os {
-            call: "mlock",
-            source,
-        })?;
-        if !pinned {
-            unix::unlock(ptr, len);
+        if pinned {
+            return Ok(());
         }
-        Ok(())
+        // SAFETY: advice only: it changes no byte and no mapping, and the range is the
+        // region's own, mapped while `region` lives.
+        let rc = unsafe {
+            apple::madvise(
+                region.ptr.as_ptr().cast(),
+                region.len,
+                apple::MADV_WILLNEED,
+            )
+        };
+        unix::check(rc).map_err(|source| Error::Os {
+            call: "madvise",
+            source,
+        })
     }
 
     fn page_size() -> usize {
@@ -205,18 +238,40 @@ impl Region {
     }
 
     /// Locks an adopted surface and maps all of it: its whole allocation is the block.
+    ///
+    /// Only a surface whose bytes are one run from its base address to the end of its
+    /// allocation can be that: one without planes, and mapped from its first byte (a surface
+    /// made with a `kIOSurfaceOffset` has its base address past the start of its allocation,
+    /// so the allocation size would overrun what is mapped).
     fn adopt_surface(surface: Owned) -> Result<Region, Error> {
-        // SAFETY: `surface` is a live IOSurface; its size is known without locking it.
-        let len = unsafe { apple::IOSurfaceGetAllocSize(surface.0.cast_mut()) };
+        let raw = surface.0.cast_mut();
+        // SAFETY: `raw` is a live IOSurface; neither call needs it locked.
+        let (len, planes) =
+            unsafe { (apple::IOSurfaceGetAllocSize(raw), apple::IOSurfaceGetPlaneCount(raw)) };
         if len == 0 {
             return Err(Error::NotShareable {
                 reason: "the IOSurface has no bytes (its allocation size is 0)",
             });
         }
-        Region::lock_surface(surface, len)
+        if planes > 0 {
+            return Err(Error::NotShareable {
+                reason: "the IOSurface has planes (IOSurfaceGetPlaneCount is not 0): a block \
+                         adopts only single-plane surfaces, whose bytes are one run",
+            });
+        }
+        let region = Region::lock_surface(surface, len)?;
+        if mapped_from(region.ptr) < len {
+            return Err(Error::NotShareable {
+                reason: "the IOSurface's base address is not the start of its allocation (it \
+                         was made with a kIOSurfaceOffset), so its allocation size runs past \
+                         what is mapped: a block adopts only surfaces with no offset",
+            });
+        }
+        Ok(region)
     }
 
-    /// Locks `surface` for CPU access and checks it spans at least `len` bytes.
+    /// Locks `surface` for CPU access and takes its base address; `len` is at most its
+    /// allocation size.
     fn lock_surface(surface: Owned, len: usize) -> Result<Region, Error> {
         let raw = surface.0.cast_mut();
         // SAFETY: `raw` is a live IOSurface; a null seed pointer is allowed.
@@ -235,20 +290,11 @@ impl Region {
         };
         // SAFETY: the surface is live and locked, so its base address is valid.
         let base = unsafe { apple::IOSurfaceGetBaseAddress(raw) };
-        // SAFETY: as above.
-        let alloc = unsafe { apple::IOSurfaceGetAllocSize(raw) };
-        match NonNull::new(base.cast::<u8>()) {
-            Some(ptr) if alloc >= len => {
-                region.ptr = ptr;
-                Ok(region)
-            }
-            _ => Err(Error::Os {
-                call: "IOSurfaceGetBaseAddress",
-                source: io::Error::other(format!(
-                    "the surface has base {base:p} and {alloc} bytes, not {len}"
-                )),
-            }),
-        }
+        region.ptr = NonNull::new(base.cast::<u8>()).ok_or_else(|| Error::Os {
+            call: "IOSurfaceGetBaseAddress",
+            source: io::Error::other("the locked surface has no base address (NULL)"),
+        })?;
+        Ok(region)
     }
 
     /// The surface's global `IOSurfaceID`.
@@ -260,8 +306,66 @@ impl Region {
 
 /// Gives up one send right to a mach port, as `MachPort`'s drop does.
 pub(crate) fn deallocate_port(port: apple::mach_port_t) {
-    // SAFETY: `mach_task_self_` is set up by the system before any Rust code runs; the caller
-    // owns one send right to `port` and gives it up here. A failure leaves at worst a right
-    // that nobody uses, which is not worth a panic in a destructor.
-    unsafe { apple::mach_port_deallocate(apple::mach_task_self_, port) };
+    // SAFETY: mach_task_self has no preconditions and names this task (asked each time, not
+    // read from the `mach_task_self_` variable); the caller owns one send right to `port` and
+    // gives it up here. A failure leaves at worst a right that nobody uses, which is not
+    // worth a panic in a destructor.
+    unsafe { apple::mach_port_deallocate(apple::mach_task_self(), port) };
+}
+
+/// The largest surface unimem makes: IOSurface keeps a surface's allocation size in 32 bits,
+/// so 4 GiB less a page. Larger blocks are refused with `Error::TooLarge` naming this.
+fn max_surface_len() -> usize {
+    (1usize << 32) - unix::page_size()
+}
+
+/// The longest one-row surface every device in this machine takes (a row of one-byte
+/// elements, so both its width and its bytes per row are the length).
+fn max_row_len() -> usize {
+    let maximum = |property: apple::CFStringRef| {
+        // SAFETY: `property` is a constant CFString exported by IOSurface.framework, and the
+        // call only reads it.
+        match unsafe { apple::IOSurfaceGetPropertyMaximum(property) } {
+            // IOSurfaceRef.h: 0 means the property has no predefined limit.
+            0 => usize::MAX,
+            max => max,
+        }
+    };
+    // SAFETY: reading the two constant CFStrings exported by IOSurface.framework.
+    let (width, bytes_per_row) = unsafe { (apple::kIOSurfaceWidth, apple::kIOSurfaceBytesPerRow) };
+    maximum(width).min(maximum(bytes_per_row))
+}
+
+/// How many bytes from `base` on are mapped in this task without a gap, counting at most
+/// the first 64 regions (a surface's mapping is one or a few).
+fn mapped_from(base: NonNull<u8>) -> usize {
+    let start = base.as_ptr() as apple::mach_vm_address_t;
+    let mut end = start;
+    for _ in 0..64 {
+        let mut address = end;
+        let mut size: apple::mach_vm_size_t = 0;
+        let mut info = apple::vm_region_basic_info_64::default();
+        let mut count = apple::VM_REGION_BASIC_INFO_COUNT_64;
+        let mut object = apple::MACH_PORT_NULL;
+        // SAFETY: every out-pointer is a live local of the type the call writes, and `count`
+        // says how many 32-bit words `info` holds.
+        let kr = unsafe {
+            apple::mach_vm_region(
+                apple::mach_task_self(),
+                &mut address,
+                &mut size,
+                apple::VM_REGION_BASIC_INFO_64,
+                &mut info,
+                &mut count,
+                &mut object,
+            )
+        };
+        // The region found is the first that ends above `end`: one starting above it is a
+        // gap, and a failure is the end of the address space; either ends the run.
+        if kr != apple::KERN_SUCCESS || address > end || size == 0 {
+            break;
+        }
+        end = address + size;
+    }
+    (end - start) as usize
 }
