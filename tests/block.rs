@@ -401,9 +401,11 @@ mod linux {
     }
 
     /// Lowers the soft limit of `resource` to `soft` (anyone may lower a limit).
+    #[allow(clippy::useless_conversion, reason = "rlim_t is u64 on 64-bit targets")]
     fn set_soft_limit(resource: Resource, soft: u64) {
         let limit = libc::rlimit {
-            rlim_cur: soft,
+            // rlim_t is 32 bits wide on 32-bit glibc targets.
+            rlim_cur: soft.try_into().expect("the limit fits rlim_t"),
             rlim_max: get_limit(resource).rlim_max,
         };
         // SAFETY: a valid rlimit.
@@ -479,7 +481,8 @@ mod linux {
         // The stock limit of current distributions. Lowering is allowed for anyone; a limit
         // already lower (old systems: 64 KiB) stays as it is.
         let stock = 8 << 20;
-        let limit = get_limit(libc::RLIMIT_MEMLOCK).rlim_cur.min(stock);
+        #[allow(clippy::useless_conversion, reason = "rlim_t is u64 on 64-bit targets")]
+        let limit = u64::from(get_limit(libc::RLIMIT_MEMLOCK).rlim_cur).min(stock);
         set_soft_limit(libc::RLIMIT_MEMLOCK, limit);
         drop_cap_ipc_lock();
         let small: usize = 64 << 10;
