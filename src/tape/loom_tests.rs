@@ -195,3 +195,30 @@ fn a_lane_gives_back_its_tail_only_if_nobody_took_after_it() {
         }
     });
 }
+
+/// The path Apple silicon takes first: compare-and-swap at the shared cursor until one
+/// exchange fails, then per-thread chunks. Checked here on every platform.
+#[test]
+fn takes_until_contended_switch_to_chunks_when_an_exchange_fails() {
+    loom::model(|| {
+        let tape = tape();
+        let other = {
+            let tape = tape.clone();
+            thread::spawn(move || span(&tape, tape.take_until_contended(8, 1), 8))
+        };
+        let mine = span(&tape, tape.take_until_contended(8, 1), 8);
+        let theirs = other.join().unwrap();
+        let mut spans = [mine, theirs];
+        assert_disjoint(&tape, &mut spans);
+        let contended = tape.counters.contended.load(crate::sync::Ordering::Relaxed);
+        if contended {
+            // The loser took from a chunk of its own, on the next cache line.
+            assert_eq!(spans, [0..8, 128..136]);
+            assert_eq!(tape.used(), 128 + 32);
+        } else {
+            // Both exchanges succeeded, one after the other, exactly.
+            assert_eq!(spans, [0..8, 8..16]);
+            assert_eq!(tape.used(), 16);
+        }
+    });
+}
