@@ -85,9 +85,12 @@ impl OpenOptions {
     /// touch (`false`, the default).
     ///
     /// A warm open costs time up front (the kernel zeroes every page: 1.4 ms for 16 MiB on an
-    /// M1, about 14 ms on the 2-core VM the benchmarks run on) so that nothing in a
-    /// hot loop ever takes a page fault. A lazy open is nearly free and suits large blocks of
-    /// which only part will be used; its pinned pages are locked as they are touched.
+    /// M1, about 14 ms on a 2-core x86 virtual machine) so that nothing in a hot loop ever
+    /// takes a page fault. A lazy open is nearly free and suits large blocks of which only
+    /// part will be used. On Linux a lazy block's pinned pages are locked as they are touched;
+    /// on macOS pinning wires, and so faults in, every page as the block opens, so a pinned
+    /// block costs what a warm one does there (open with [`Pinning::Off`] to keep a large
+    /// block lazy).
     pub fn warm(&mut self, warm: bool) -> &mut OpenOptions {
         self.warm = warm;
         self
@@ -262,7 +265,8 @@ impl Block {
         self.region.len()
     }
 
-    /// Whether the pages are locked in RAM (locked as they fault in, for a lazy block).
+    /// Whether the pages are locked in RAM (on Linux, locked as they fault in, for a lazy
+    /// block; on macOS, all wired as the block opened).
     ///
     /// Always `false` on the portable backend and with [`Pinning::Off`]; with
     /// [`Pinning::BestEffort`], the default, it tells whether the memory-lock limit allowed it.
@@ -332,7 +336,7 @@ impl Block {
     ///   used again, even after the view is gone: making a shared view reads every byte of
     ///   the range, which ends the exclusive access such a reference claims. Values taken
     ///   from a tape or a grid overlapping the range must therefore be dead (a tape value
-    ///   that is only read through `&` is fine).
+    ///   held only as a `&` reference, and read through it, is fine).
     ///
     /// # Panics
     /// If `range` is decreasing or reaches past [`len`](Block::len).

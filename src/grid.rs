@@ -222,8 +222,8 @@ impl<const CELL: usize, const N: usize> Grid<CELL, N> {
         }
     };
 
-    /// Opens a grid in a new lazy [`Block`], pinned where the platform can pin (see
-    /// [`Block::open`]).
+    /// Opens a grid in a new lazy [`Block`] with the default options: pinned when the system
+    /// allows it, unpinned otherwise (see [`Block::open`]).
     ///
     /// ```
     /// let grid = unimem::Grid::<256, 100>::new()?;
@@ -249,8 +249,8 @@ impl<const CELL: usize, const N: usize> Grid<CELL, N> {
         Self::with_options(OpenOptions::new().warm(true))
     }
 
-    /// Opens a grid in a block opened with `options`: for example an unpinned one, or one
-    /// pinned only if the system allows it.
+    /// Opens a grid in a block opened with `options`: for example a warm one, an unpinned one,
+    /// or one that must be pinned ([`Pinning::Required`](crate::Pinning::Required)).
     ///
     /// ```
     /// use unimem::{Block, Grid, Pinning};

@@ -42,7 +42,7 @@
 //! | | macOS | Linux | elsewhere, and under Miri |
 //! |---|---|---|---|
 //! | the memory | an `IOSurface`, locked for CPU access (`IOSurfaceLock`) for its whole life | a memfd sealed against shrinking and growing, mapped shared | a page-aligned heap region |
-//! | pinned means | `mlock`: resident; Apple's `mlock(2)` promises no non-resident page fault until unlocked. The IOSurface lock only bounds CPU access, in Apple's words; it is not what pins | `mlock2`: resident, locked as the pages fault in when the block is lazy | never pinned |
+//! | pinned means | `mlock`: resident, every page wired as the block opens (so a pinned lazy block is warm); Apple's `mlock(2)` promises no non-resident page fault until unlocked. The IOSurface lock only bounds CPU access, in Apple's words; it is not what pins | `mlock2`: resident, locked as the pages fault in when the block is lazy | never pinned |
 //! | physical addresses | not visible to user code, and not documented as fixed: devices reach the memory through Apple's frameworks (Metal, Core ML), given the IOSurface | may change: the kernel migrates locked pages (memory compaction does by default, `/proc/sys/vm/compact_unevictable_allowed`) | may change |
 //! | shared with | GPU, ANE, AMX through [`Block::handle`] (the `IOSurfaceRef`); other processes through a mach port | other processes and drivers through the fd; nobody can truncate it under us | nothing |
 //!

@@ -151,8 +151,9 @@ struct Counters {
 
 /// A checkpoint in a [`Tape`], from [`Tape::mark`], to [`rewind`](Tape::rewind) to later.
 ///
-/// It remembers the tape it came from and how much was used: rewinding another tape to it, or
-/// rewinding to it after the tape was cleared below it, panics.
+/// It remembers the tape it came from and how much was used. Rewinding another tape to it
+/// panics, as does rewinding to it when it lies ahead of the cursor (the tape was cleared or
+/// rewound below it since); see [`Tape::rewind`] for the stale mark it cannot detect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark {
     /// The tape's identity, never shared with any other tape, live or dropped.
@@ -176,15 +177,17 @@ impl Mark {
 }
 
 impl Tape {
-    /// Opens a lazy [`Block`] of at least `len` bytes (pinned, where the platform can pin) and
-    /// puts a tape on it. See [`Block::open`] for how `len` is rounded and what can fail.
+    /// Opens a lazy [`Block`] of at least `len` bytes with the default options and puts a tape
+    /// on it. See [`Block::open`] for how `len` is rounded and what can fail.
     ///
-    /// Pinning counts against the process's lock limit (`ulimit -l`, often only 8 MiB on
-    /// Linux). For a larger tape, raise the limit or open the block yourself with
-    /// [`Pinning::BestEffort`](crate::Pinning::BestEffort) and use [`Tape::on`].
+    /// The default pinning is best effort: the pages are pinned when the process's lock limit
+    /// (`ulimit -l`, often only 8 MiB for an ordinary Linux user) has room for them, and the
+    /// tape opens unpinned otherwise; `tape.block().is_pinned()` says which. To get pinning
+    /// or an error instead, open with [`Pinning::Required`](crate::Pinning::Required) through
+    /// [`with_options`](Tape::with_options).
     ///
     /// # Errors
-    /// Those of [`Block::open`], [`Error::PinRefused`] above all.
+    /// Those of [`Block::open`]: no memory, or no descriptor left to make it with.
     ///
     /// ```
     /// let tape = unimem::Tape::start(1 << 20)?;
@@ -298,11 +301,15 @@ impl Tape {
     /// fits, go exactly to the shared cursor, so one thread can fill a tape to the byte. A
     /// thread holds the rest of at most one chunk per tape; when it moves to a fresh chunk it
     /// leaves at most an eighth of the old one (plus up to 127 bytes of alignment) behind, and
-    /// when it leaves for another tape for good, or ends, at most the rest of its chunk. So
-    /// with `N` threads, a take fails only when less than it asked for is free at the cursor
-    /// and in its own chunk, with at most `N - 1` chunks of 64 KiB elsewhere; clears and
-    /// rewinds take every chunk back. A thread that moves between tapes on every take never
-    /// claims a chunk at all.
+    /// when it leaves for another tape, or ends, at most the rest of its chunk: up to 64 KiB,
+    /// and never more than 8/7 of what it took from that tape since it came. So with `N`
+    /// threads that each stay on one tape, a take fails only when less than it asked for is
+    /// free at the cursor and in its own chunk, with at most `N - 1` chunks of 64 KiB
+    /// elsewhere; clears and rewinds take every chunk back. A thread that moves between tapes
+    /// on every take never claims a chunk at all, but one that moves in bursts of a little
+    /// more than a kilobyte claims a small chunk on each visit and may leave up to about half
+    /// of what it reserved there unused: such a thread is better served by a [`Lane`] per
+    /// tape, which gives its chunk back when dropped.
     ///
     /// The bytes are the caller's until the tape is [cleared](Tape::clear), rewound past them
     /// or dropped; their contents are whatever was there before (zero on a fresh tape).
@@ -504,7 +511,9 @@ impl Tape {
     /// A mark made while a lane holds a chunk counts the whole chunk; if the lane then hands
     /// its unused tail back, the mark is ahead of the cursor and rewinding to it panics.
     /// Make marks while no lane is alive. (Chunks that threads hold behind
-    /// [`take`](Tape::take) are counted too, and a rewind takes them back.)
+    /// [`take`](Tape::take) are counted too. A rewind ends every thread's chunk: what lay
+    /// above the mark is free again, and the unused rest of a chunk claimed before the mark
+    /// stays used until a [`clear`](Tape::clear).)
     ///
     /// ```
     /// let mut tape = unimem::Tape::start(4096)?;
@@ -595,7 +604,8 @@ impl Tape {
         self.capacity() - self.used()
     }
 
-    /// Total bytes: the block's length, a whole number of pages.
+    /// Total bytes: the block's length (a whole number of pages, unless the block was mapped
+    /// from a memfd of another size: see [`Block::len`]).
     ///
     /// ```
     /// let tape = unimem::Tape::start(5000)?;
@@ -611,9 +621,11 @@ impl Tape {
     /// The high-water mark of [`used`](Tape::used): the most bytes ever reserved at once,
     /// over all clears and rewinds. It counts what was reserved, not only what was handed out:
     /// whole chunks held by lanes count from the moment they are claimed, and stay counted
-    /// when a lane hands the unused end back. So it never goes down, and a tape of `peak()`
-    /// bytes runs the same workload, the same way, without running out. Run a representative
-    /// workload once and size the tape to this.
+    /// when a lane hands the unused end back; so do the chunks threads hold behind
+    /// [`take`](Tape::take). So it never goes down between clears. Run a representative
+    /// workload once and size the tape to this, with some room to spare: chunk sizes depend
+    /// on how much is free and on how threads interleave, so a tape of exactly `peak()`
+    /// bytes may place the same takes differently.
     ///
     /// ```
     /// let mut tape = unimem::Tape::start(4096)?;
