@@ -283,6 +283,7 @@ impl Tape {
     /// assert!(p.as_ptr() >= tape.block().as_ptr());
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[must_use]
     pub fn block(&self) -> &Block {
         &self.block
     }
@@ -600,6 +601,7 @@ impl Tape {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     #[inline]
+    #[must_use]
     pub fn remaining(&self) -> usize {
         self.capacity() - self.used()
     }
@@ -614,6 +616,7 @@ impl Tape {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     #[inline]
+    #[must_use]
     pub fn capacity(&self) -> usize {
         self.block.len()
     }
@@ -635,6 +638,7 @@ impl Tape {
     /// assert_eq!(tape.peak(), 1000);
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[must_use]
     pub fn peak(&self) -> usize {
         // Exact without any work in `take`: the cursor only grows, except at a rewind or when
         // a lane hands back its tail, and both record the cursor before lowering it. So the
@@ -652,6 +656,7 @@ impl Tape {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     #[inline]
+    #[must_use]
     pub fn owns<T: ?Sized>(&self, ptr: *const T) -> bool {
         self.offset_of(ptr).is_some()
     }
@@ -667,6 +672,7 @@ impl Tape {
     /// # Ok::<(), unimem::Error>(())
     /// ```
     #[inline]
+    #[must_use]
     pub fn offset_of<T: ?Sized>(&self, ptr: *const T) -> Option<usize> {
         self.block.offset_of(ptr.cast())
     }
