@@ -6,9 +6,11 @@
 //! primary context, reference counted, and a "user" context (one a program made itself) that
 //! `cuCtxDestroy` destroys, registrations may not overlap, calls that need a context fail
 //! without one. Every argument is checked, every call counted, and any entry point can be told
-//! to fail with a given code. Handing the fake a destroyed context (pushing it, or calling
-//! with it current) fails with `CUDA_ERROR_INVALID_CONTEXT` and is counted, since on a real
-//! driver it is undefined behaviour: tests assert that it never happens.
+//! to fail with a given code. Handing the fake a destroyed context (pushing it, destroying it
+//! again) fails with `CUDA_ERROR_INVALID_CONTEXT` and is counted, since with a real driver it
+//! is undefined behaviour; calling with one current (destroyed by another thread) fails with
+//! `CUDA_ERROR_CONTEXT_IS_DESTROYED`, as the driver documents, and is counted too: tests
+//! assert that unimem does neither.
 //!
 //! It also has the few calls the `cuda` example and the GPU tests make (`cuMemAlloc`, the
 //! `cuMemcpy`s, `cuMemsetD32`, `cuMemAllocHost`, ...), so that those run here too, with no GPU:
@@ -46,6 +48,7 @@ const INVALID_VALUE: CUresult = 1;
 const NOT_INITIALIZED: CUresult = 3;
 const INVALID_DEVICE: CUresult = 101;
 const INVALID_CONTEXT: CUresult = 201;
+const CONTEXT_IS_DESTROYED: CUresult = 709;
 const ALREADY_REGISTERED: CUresult = 712;
 const NOT_REGISTERED: CUresult = 713;
 
@@ -73,6 +76,11 @@ const ERRORS: &[(CUresult, &CStr, &CStr)] = &[
         201,
         c"CUDA_ERROR_INVALID_CONTEXT",
         c"invalid device context",
+    ),
+    (
+        709,
+        c"CUDA_ERROR_CONTEXT_IS_DESTROYED",
+        c"context is destroyed",
     ),
     (
         712,
@@ -152,13 +160,26 @@ impl State {
             && (device as usize) < MAX_DEVICES
     }
 
-    /// The calling thread's current context, if it is one that may be used.
-    fn current_context(&mut self) -> Option<usize> {
-        let current = STACK.with(|stack| stack.borrow().last().copied())?;
-        self.usable(current).then_some(current)
+    /// The calling thread's current context, if it is one that may be used. A context
+    /// destroyed by another thread while current on this one fails with
+    /// `CUDA_ERROR_CONTEXT_IS_DESTROYED`, as the driver documents, and counts as a use.
+    fn current_context(&mut self) -> Result<usize, CUresult> {
+        let current = STACK
+            .with(|stack| stack.borrow().last().copied())
+            .ok_or(INVALID_CONTEXT)?;
+        if self.destroyed.contains(&current) {
+            self.destroyed_uses += 1;
+            return Err(CONTEXT_IS_DESTROYED);
+        }
+        if self.context_is_live(current) {
+            Ok(current)
+        } else {
+            Err(INVALID_CONTEXT)
+        }
     }
 
-    /// Whether `context` may be used now, counting a use of a destroyed one.
+    /// Whether `context`, passed by handle, may be used now, counting a use of a destroyed
+    /// one (undefined behaviour with a real driver).
     fn usable(&mut self, context: usize) -> bool {
         if self.destroyed.contains(&context) {
             self.destroyed_uses += 1;
@@ -358,7 +379,7 @@ pub unsafe extern "C" fn cuCtxGetCurrent(context: *mut CUcontext) -> CUresult {
 pub unsafe extern "C" fn cuCtxGetDevice(device: *mut c_int) -> CUresult {
     result(|| {
         let mut entered = enter("cuCtxGetDevice", true)?;
-        let current = entered.state().current_context().ok_or(INVALID_CONTEXT)?;
+        let current = entered.state().current_context()?;
         let (_, of) = context_of(current).ok_or(INVALID_CONTEXT)?;
         // SAFETY: the caller's promise.
         unsafe { put(device, of) }
@@ -427,7 +448,7 @@ pub unsafe extern "C" fn cuMemHostRegister_v2(
     result(|| {
         let mut entered = enter("cuMemHostRegister_v2", true)?;
         let state = entered.state();
-        let context = state.current_context().ok_or(INVALID_CONTEXT)?;
+        let context = state.current_context()?;
         if ptr.is_null() || len == 0 || flags & !KNOWN_REGISTER_FLAGS != 0 {
             return Err(INVALID_VALUE);
         }
@@ -462,7 +483,7 @@ pub extern "C" fn cuMemHostUnregister(ptr: *mut c_void) -> CUresult {
     result(|| {
         let mut entered = enter("cuMemHostUnregister", true)?;
         let state = entered.state();
-        let context = state.current_context().ok_or(INVALID_CONTEXT)?;
+        let context = state.current_context()?;
         state
             .registrations
             .remove(&(ptr as usize))
@@ -483,7 +504,7 @@ pub unsafe extern "C" fn cuMemHostGetDevicePointer_v2(
     result(|| {
         let mut entered = enter("cuMemHostGetDevicePointer_v2", true)?;
         let state = entered.state();
-        state.current_context().ok_or(INVALID_CONTEXT)?;
+        state.current_context()?;
         if flags != 0 {
             return Err(INVALID_VALUE);
         }
@@ -544,7 +565,7 @@ fn with_context(
     result(|| {
         let mut entered = enter(name, true)?;
         let state = entered.state();
-        state.current_context().ok_or(INVALID_CONTEXT)?;
+        state.current_context()?;
         body(state)
     })
 }
