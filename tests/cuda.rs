@@ -838,3 +838,63 @@ fn gpu_registration_errors_and_cycles() {
     }
     driver.register(&block).unwrap().unregister().unwrap();
 }
+
+#[test]
+fn gpu_the_callers_own_context_may_be_destroyed_while_registered() {
+    let Some((driver, calls)) = gpu() else { return };
+    type Create = unsafe extern "C" fn(*mut *mut c_void, u32, i32) -> i32;
+    type Destroy = unsafe extern "C" fn(*mut c_void) -> i32;
+    let create = driver.symbol(c"cuCtxCreate_v2").expect("cuCtxCreate_v2");
+    let destroy = driver.symbol(c"cuCtxDestroy_v2").expect("cuCtxDestroy_v2");
+    // SAFETY: cuda.h declares these two with these signatures.
+    let (create, destroy) = unsafe {
+        (
+            std::mem::transmute::<*mut c_void, Create>(create.as_ptr()),
+            std::mem::transmute::<*mut c_void, Destroy>(destroy.as_ptr()),
+        )
+    };
+    let mut device = 0;
+    let mut own = std::ptr::null_mut();
+    // SAFETY: valid out-parameters; cuCtxCreate makes the new context current here.
+    unsafe {
+        check("cuDeviceGet", (calls.device_get)(&mut device, 0));
+        check("cuCtxCreate", create(&mut own, 0, device));
+    }
+    let block = small_block(1 << 20);
+    let registration = driver.register(&block).unwrap();
+    assert_ne!(
+        registration.context(),
+        own,
+        "registered under the device's primary context, not the caller's own"
+    );
+    // SAFETY: `own` is ours, current on this thread (so cuCtxDestroy pops it), and unused after.
+    check("cuCtxDestroy", unsafe { destroy(own) });
+
+    // The registration works on: the GPU writes the block through it, in its context.
+    let count = block.len() / 4;
+    // SAFETY: nothing reads or writes the block until the GPU is done (synchronised); the
+    // context is the registration's, alive while it is.
+    unsafe {
+        check(
+            "cuCtxPushCurrent",
+            (calls.ctx_push_current)(registration.context()),
+        );
+        check(
+            "cuMemsetD32",
+            (calls.memset_d32)(registration.device_ptr(), 0x5EED_5EED, count),
+        );
+        check("cuCtxSynchronize", (calls.ctx_synchronize)());
+        let mut popped = std::ptr::null_mut();
+        check("cuCtxPopCurrent", (calls.ctx_pop_current)(&mut popped));
+    }
+    // SAFETY: the GPU is done; nothing writes the block.
+    let words = unsafe { block.as_slice() };
+    assert!(
+        words
+            .chunks_exact(4)
+            .all(|word| word == 0x5EED_5EEDu32.to_ne_bytes())
+    );
+    registration
+        .unregister()
+        .expect("unregistering needs no context of the caller's");
+}

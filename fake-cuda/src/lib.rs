@@ -27,8 +27,9 @@
 //!   `"primary_refs"` (over all devices) and `"primary_refs:<device>"`, `"last_flags"` (of the
 //!   last registration), `"last_register_context"`, `"last_unregister_context"`,
 //!   `"primary_context"` and `"primary_context:<device>"` (device 0's without a device),
-//!   `"user_context"` and `"user_context:<device>"` (a context a test may push itself, and
-//!   destroy with `cuCtxDestroy_v2`), `"destroyed_context_uses"`, `"current"` and `"depth"`
+//!   `"user_context"` and `"user_context:<device>"` (a context a test may push itself, destroy
+//!   with `cuCtxDestroy_v2`, and get back, current, from `cuCtxCreate_v2`),
+//!   `"destroyed_context_uses"`, `"current"` and `"depth"`
 //!   (the calling thread's context stack), `"device_offset"`; -1 for an unknown key;
 //! - `fake_cuda_registered(ptr)`: the length registered at `ptr`, or -1.
 //!
@@ -383,6 +384,32 @@ pub unsafe extern "C" fn cuCtxGetDevice(device: *mut c_int) -> CUresult {
         let (_, of) = context_of(current).ok_or(INVALID_CONTEXT)?;
         // SAFETY: the caller's promise.
         unsafe { put(device, of) }
+    })
+}
+
+/// "Creates" `device`'s user context (there is one per device; creating it again after
+/// `cuCtxDestroy` brings it back) and makes it current, as the driver does.
+///
+/// # Safety
+/// `context` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuCtxCreate_v2(
+    context: *mut CUcontext,
+    _flags: c_uint,
+    device: c_int,
+) -> CUresult {
+    result(|| {
+        let mut entered = enter("cuCtxCreate_v2", true)?;
+        let state = entered.state();
+        if !state.device_exists(device) {
+            return Err(INVALID_DEVICE);
+        }
+        let created = context_handle(Kind::User, device);
+        // SAFETY: the caller's promise.
+        unsafe { put(context, created as CUcontext) }?;
+        state.destroyed.remove(&created);
+        STACK.with(|stack| stack.borrow_mut().push(created));
+        Ok(())
     })
 }
 
