@@ -28,10 +28,56 @@
 //!
 //! # Contexts
 //!
-//! Registration uses the CUDA context current on the calling thread. With none current it
-//! uses device 0's primary context, the one the CUDA runtime uses, holding a reference to it
-//! until the registration is dropped. Either way the registration makes its context current
-//! only around its own driver calls and leaves the thread's current context as it found it.
+//! A registration never depends on a context it does not own. It registers the block under a
+//! device's *primary* context (the one the CUDA runtime uses), which it retains
+//! (`cuDevicePrimaryCtxRetain`) for as long as it lives and releases when dropped: the
+//! primary context of the device of the context current on the calling thread
+//! (`cuCtxGetDevice`), or of device 0 when none is current. The block is registered
+//! `PORTABLE`, so it counts as pinned in every context, the caller's own included; the caller's
+//! context may even be destroyed while the registration lives. The registration makes its
+//! primary context current only around its own driver calls (push, call, pop) and leaves the
+//! thread's context stack as it found it.
+//!
+//! Resetting a device (`cudaDeviceReset`, `cuDevicePrimaryCtxReset`) tears down its primary
+//! context's state whoever holds it; NVIDIA leaves it to the caller of a reset to make sure no
+//! other module in the process still uses the device, and a live registration is such a use.
+//!
+//! # A registration borrows its block
+//!
+//! [`Registration`] holds a `&Block`, so nothing that needs the block's owner by `&mut` runs
+//! while it lives. In particular [`Tape::clear`](crate::Tape::clear) takes `&mut self`: a
+//! tape whose block is registered cannot be cleared with it, and a loop that registers once
+//! and clears every step does not compile. Instead:
+//!
+//! - register once, and reset the tape with [`Tape::clear_shared`](crate::Tape::clear_shared),
+//!   which takes `&self`, under its contract (nothing taken before the reset is used after it,
+//!   and the GPU is done with it: synchronise first);
+//! - or keep the GPU's memory in a [`Grid`](crate::Grid) and register the grid's block: a
+//!   cell goes back when it is dropped (or [`Grid::give`](crate::Grid::give)n back), through
+//!   `&self`, so nothing needs `&mut`;
+//! - or register per step, dropping the registration before `clear`: correct, but each step
+//!   then pays for pinning and mapping the whole block and for unmapping it again, time that
+//!   grows with the block's size.
+//!
+//! ```no_run
+//! use unimem::Tape;
+//!
+//! let tape = Tape::start_warm(64 << 20)?;
+//! let registration = tape.block().register_cuda()?;
+//! for _step in 0..100 {
+//!     let offset = {
+//!         let batch = tape.take_fill(1 << 16, 1.0f32).unwrap();
+//!         tape.offset_of(batch.as_ptr()).unwrap()
+//!     }; // `batch` ends here: from now on only the GPU touches those bytes
+//!     let device_batch = registration.device_ptr_at(offset);
+//!     // ... run the step's kernels on `device_batch`, then synchronise ...
+//! #   let _ = device_batch;
+//!     // SAFETY: nothing taken from the tape is used after this, the GPU is done with it
+//!     // (synchronised above), and no other thread uses the tape.
+//!     unsafe { tape.clear_shared() };
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # The GPU is outside the borrow checker
 //!
@@ -145,7 +191,7 @@ impl fmt::Display for Error {
                         "this GPU or system does not let CUDA map host memory (some virtualised \
                          GPUs do not); copy through memory from cuMemAllocHost instead"
                     }
-                    sys::CUDA_ERROR_INVALID_CONTEXT => {
+                    sys::CUDA_ERROR_INVALID_CONTEXT | sys::CUDA_ERROR_CONTEXT_IS_DESTROYED => {
                         "the context current on this thread is not usable; make a live context \
                          current, or none (device 0's primary context is then used)"
                     }
@@ -315,13 +361,16 @@ impl Block {
     ///
     /// Registration pins every page of the block, faulting in those a lazy block has not
     /// touched yet: it takes longer on a lazy block, and the pages stay resident whatever the
-    /// block's [`Pinning`](crate::Pinning). It uses the CUDA context current on this thread,
-    /// or device 0's primary context when none is (see the [module docs](crate::cuda)).
+    /// block's [`Pinning`](crate::Pinning). It registers under the primary context of the
+    /// device of the CUDA context current on this thread, or of device 0 when none is, and
+    /// holds a reference to that primary context until dropped (see the
+    /// [module docs](crate::cuda#contexts)).
     ///
     /// # Errors
     /// What [`Driver::load`] returns when there is no usable driver;
     /// [`Error::AlreadyRegistered`] when the block (or part of it) is registered already;
-    /// [`Error::NoDevice`] when device 0 does not exist; [`Error::Refused`], with the
+    /// [`Error::NoDevice`] when device 0 does not exist (with no context current);
+    /// [`Error::Refused`], with the
     /// driver's name for the error, when the driver refuses the registration (not enough
     /// lockable memory, a system that cannot map host memory) or a call around it fails.
     ///
@@ -340,16 +389,16 @@ impl Block {
 /// A [`Block`] registered with the CUDA driver, for as long as this value lives: the GPU can
 /// read and write the block's pages in place at the addresses it gives. Unregistered on drop.
 ///
-/// It borrows the block, so the block outlives the registration. It may be sent to and
+/// It borrows the block, so the block outlives the registration (and nothing that needs the
+/// block's owner by `&mut`, such as [`Tape::clear`](crate::Tape::clear), runs meanwhile: see
+/// the [module docs](crate::cuda#a-registration-borrows-its-block)). It may be sent to and
 /// dropped on another thread, and shared between threads: it only hands out numbers, and
 /// the driver API may be called from any thread.
 ///
-/// # The context must outlive the registration
-///
-/// When a context was current at registration, the registration uses it again to unregister.
-/// Do not destroy that context (`cuCtxDestroy`, `cudaDeviceReset`) while the registration
-/// lives. A primary context that the registration retained itself stays alive until it is
-/// dropped.
+/// It owns the context it uses: a reference to a device's primary context, retained when the
+/// block is registered and released (`cuDevicePrimaryCtxRelease`) when the registration is
+/// dropped, after the block is unregistered. Whatever context the caller had current may be
+/// destroyed while the registration lives; it was only asked which device it is on.
 #[must_use = "dropping a registration unregisters the block at once"]
 pub struct Registration<'b> {
     block: &'b Block,
@@ -391,9 +440,14 @@ impl<'b> Registration<'b> {
         self.block
     }
 
-    /// The CUDA context (`CUcontext`) the block was registered under: make it current (with
-    /// `cuCtxPushCurrent`) for driver calls on the device pointer from a thread that has
-    /// none.
+    /// The CUDA context (`CUcontext`) the block was registered under: the primary context of
+    /// the device that was current at registration (device 0 if none was), the one the CUDA
+    /// runtime uses on that device. Make it current (with `cuCtxPushCurrent`) for driver
+    /// calls on the device pointer from a thread that has no context of that device.
+    ///
+    /// The registration holds a reference to this context, so the handle stays valid while
+    /// the registration lives, and releases it on drop: to use the context longer, retain it
+    /// yourself (`cuDevicePrimaryCtxRetain` on its device).
     #[inline]
     pub fn context(&self) -> *mut c_void {
         self.registered.context()
@@ -411,7 +465,8 @@ impl<'b> Registration<'b> {
     ///
     /// # Errors
     /// [`Error::Refused`] with what `cuMemHostUnregister` (or the release of the primary
-    /// context) returned. The memory stays pinned by the driver until the process exits.
+    /// context) returned; the primary context is released either way. Memory the driver
+    /// failed to unregister stays pinned until the process exits.
     pub fn unregister(self) -> Result<(), Error> {
         Ok(self.registered.unregister()?)
     }

@@ -155,15 +155,37 @@ impl Fake {
         ptr as u64 + self.get("device_offset") as u64
     }
 
-    /// Makes the fake's "user" context current on this thread, as a program's own CUDA code
-    /// would, until the guard drops.
+    /// Makes the fake's "user" context of device 0 current on this thread, as a program's own
+    /// CUDA code would, until the guard drops.
     fn enter_user_context(&self) -> UserContext<'_> {
+        self.enter_user_context_on(0)
+    }
+
+    /// Makes the fake's "user" context of `device` current on this thread until the guard
+    /// drops.
+    fn enter_user_context_on(&self, device: i32) -> UserContext<'_> {
         let calls = UserContext::calls(self.driver);
-        // SAFETY: the fake accepts its user context at any time.
+        // SAFETY: the fake accepts its user contexts until they are destroyed.
         check("cuCtxPushCurrent", unsafe {
-            (calls.0)(self.get("user_context") as *mut c_void)
+            (calls.0)(self.get(&format!("user_context:{device}")) as *mut c_void)
         });
-        UserContext { _fake: self, calls }
+        UserContext {
+            _fake: self,
+            calls,
+            pushed: true,
+        }
+    }
+
+    /// Destroys `context` with `cuCtxDestroy`, as a program's own CUDA code (a safe wrapper
+    /// dropping its context) may do at any time; returns the driver's answer.
+    fn destroy_context(&self, context: i64) -> i32 {
+        let destroy = self.driver.symbol(c"cuCtxDestroy_v2").unwrap();
+        // SAFETY: the fake exports it with cuda.h's signature, and checks the handle.
+        unsafe {
+            std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void) -> i32>(
+                destroy.as_ptr(),
+            )(context as *mut c_void)
+        }
     }
 }
 
@@ -173,6 +195,9 @@ type Pop = unsafe extern "C" fn(*mut *mut c_void) -> i32;
 struct UserContext<'f> {
     _fake: &'f Fake,
     calls: (Push, Pop),
+    /// Whether the context is still on this thread's stack for the guard to pop
+    /// (`cuCtxDestroy` on this thread pops it itself).
+    pushed: bool,
 }
 
 impl UserContext<'_> {
@@ -189,8 +214,18 @@ impl UserContext<'_> {
     }
 }
 
+impl UserContext<'_> {
+    /// The context was popped by the driver (destroyed on this thread): nothing to pop.
+    fn forget_popped(mut self) {
+        self.pushed = false;
+    }
+}
+
 impl Drop for UserContext<'_> {
     fn drop(&mut self) {
+        if !self.pushed {
+            return;
+        }
         let mut popped = std::ptr::null_mut();
         // SAFETY: pops the push of `enter_user_context`, on this thread.
         unsafe { (self.calls.1)(&mut popped) };
@@ -291,21 +326,119 @@ fn with_no_current_context_the_primary_context_is_held_until_drop() {
 }
 
 #[test]
-fn a_current_context_is_used_and_stays_current() {
-    let fake = Fake::new();
+fn a_current_context_selects_its_devices_primary_context_and_stays_current() {
+    let fake = Fake::with(&[("devices", 2)]);
     let block = small_block(4096);
-    let user = fake.get("user_context");
-    let _entered = fake.enter_user_context();
+    let user = fake.get("user_context:1");
+    let primary = fake.get("primary_context:1");
+    let _entered = fake.enter_user_context_on(1);
     let registration = fake.driver.register(&block).unwrap();
-    assert_eq!(fake.get("last_register_context"), user);
-    assert_eq!(registration.context() as i64, user);
-    assert_eq!(fake.calls("cuDevicePrimaryCtxRetain"), 0);
+    assert_eq!(fake.calls("cuCtxGetDevice"), 1, "asked for the device");
+    assert_eq!(
+        fake.get("last_register_context"),
+        primary,
+        "registered under device 1's primary context, not the caller's context"
+    );
+    assert_eq!(registration.context() as i64, primary);
+    assert_eq!(fake.calls("cuDevicePrimaryCtxRetain"), 1);
+    assert_eq!(
+        (fake.get("primary_refs:1"), fake.get("primary_refs:0")),
+        (1, 0),
+        "device 1's primary context retained once, device 0's not at all"
+    );
     assert_eq!((fake.get("current"), fake.get("depth")), (user, 1));
 
     drop(registration);
-    assert_eq!(fake.get("last_unregister_context"), user);
+    assert_eq!(fake.get("last_unregister_context"), primary);
+    assert_eq!(fake.calls("cuDevicePrimaryCtxRelease_v2"), 1);
+    assert_eq!(fake.get("primary_refs:1"), 0, "released on drop");
     assert_eq!((fake.get("current"), fake.get("depth")), (user, 1));
+    assert_eq!(fake.get("destroyed_context_uses"), 0);
+}
+
+#[test]
+fn a_current_context_of_device_0_selects_device_0s_primary_context() {
+    let fake = Fake::with(&[("devices", 2)]);
+    let block = small_block(4096);
+    let _entered = fake.enter_user_context();
+    let registration = fake.driver.register(&block).unwrap();
+    assert_eq!(registration.context() as i64, fake.get("primary_context:0"));
+    assert_eq!(
+        (fake.get("primary_refs:0"), fake.get("primary_refs:1")),
+        (1, 0)
+    );
+    drop(registration);
     assert_eq!(fake.get("primary_refs"), 0);
+    assert_eq!(fake.get("current"), fake.get("user_context"));
+}
+
+#[test]
+fn destroying_the_callers_context_does_not_affect_the_registration() {
+    let fake = Fake::with(&[("devices", 2)]);
+    let block = small_block(4096);
+    let user = fake.get("user_context:1");
+
+    // Destroyed on this thread, which pops it (as the driver does).
+    let entered = fake.enter_user_context_on(1);
+    let registration = fake.driver.register(&block).unwrap();
+    assert_eq!(fake.destroy_context(user), 0, "cuCtxDestroy");
+    entered.forget_popped();
+    assert_eq!(fake.get("depth"), 0);
+    registration
+        .unregister()
+        .expect("unregistering needs no context of the caller's");
+    assert_eq!(fake.get("registrations"), 0);
+    assert_eq!(fake.get("primary_refs"), 0, "retained once, released once");
+    assert_eq!(fake.get("destroyed_context_uses"), 0, "never handed over");
+    assert_eq!(fake.get("depth"), 0);
+
+    // The fake does flag a use of a destroyed context, so the zero above means something.
+    assert_ne!(fake.destroy_context(user), 0, "a second cuCtxDestroy");
+    assert_eq!(fake.get("destroyed_context_uses"), 1);
+}
+
+#[test]
+fn a_context_destroyed_by_another_thread_while_current_here_is_not_used_by_drop() {
+    let fake = Fake::with(&[("devices", 2)]);
+    let block = small_block(4096);
+    let user = fake.get("user_context:1");
+    let entered = fake.enter_user_context_on(1);
+    let registration = fake.driver.register(&block).unwrap();
+    // Another thread destroys it: it stays on this thread's stack, dangling.
+    std::thread::scope(|scope| {
+        scope.spawn(|| assert_eq!(fake.destroy_context(user), 0, "cuCtxDestroy"));
+    });
+    assert_eq!((fake.get("current"), fake.get("depth")), (user, 1));
+
+    drop(registration);
+    assert_eq!(fake.get("registrations"), 0, "unregistered");
+    assert_eq!(
+        fake.get("last_unregister_context"),
+        fake.get("primary_context:1")
+    );
+    assert_eq!(fake.get("primary_refs"), 0);
+    assert_eq!(fake.get("destroyed_context_uses"), 0, "never handed over");
+    assert_eq!(
+        (fake.get("current"), fake.get("depth")),
+        (user, 1),
+        "the thread's stack is as it was"
+    );
+
+    // Registering now asks the destroyed current context for its device: the driver says
+    // so (as documented for a context destroyed on another thread), and the error says what
+    // to do.
+    let err = fake.driver.register(&block).unwrap_err();
+    assert!(
+        matches!(&err, Error::Refused { call: "cuCtxGetDevice", name, .. } if name == "CUDA_ERROR_CONTEXT_IS_DESTROYED"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("make a live context current"),
+        "{err}"
+    );
+    assert_eq!(fake.get("primary_refs"), 0);
+    drop(entered);
+    assert_eq!(fake.get("depth"), 0);
 }
 
 #[test]
@@ -589,12 +722,16 @@ fn no_leaks_over_ten_thousand_registrations() {
     }
     assert_eq!(fake.calls("cuMemHostRegister_v2"), CYCLES);
     assert_eq!(fake.calls("cuMemHostUnregister"), CYCLES);
-    assert_eq!(fake.calls("cuDevicePrimaryCtxRetain"), CYCLES / 2);
-    assert_eq!(fake.calls("cuDevicePrimaryCtxRelease_v2"), CYCLES / 2);
+    assert_eq!(fake.calls("cuCtxGetDevice"), CYCLES / 2);
+    assert_eq!(fake.calls("cuDevicePrimaryCtxRetain"), CYCLES);
+    assert_eq!(fake.calls("cuDevicePrimaryCtxRelease_v2"), CYCLES);
     assert_eq!(
-        fake.calls("cuCtxPushCurrent_v2") - CYCLES / 2,
-        fake.calls("cuCtxPopCurrent_v2") - CYCLES / 2,
-        "every push of the binding is popped"
+        (
+            fake.calls("cuCtxPushCurrent_v2"),
+            fake.calls("cuCtxPopCurrent_v2")
+        ),
+        (CYCLES / 2 + 2 * CYCLES, CYCLES / 2 + 2 * CYCLES),
+        "the test's pushes, and the binding's two per registration, each popped"
     );
     assert_eq!(fake.get("registrations"), 0);
     assert_eq!(fake.get("primary_refs"), 0);
@@ -665,7 +802,7 @@ fn gpu_reads_what_the_cpu_wrote() {
     assert_eq!(
         registration.context(),
         primary.context,
-        "the current context"
+        "device 0's primary context, retained again by the registration"
     );
     let mut back = vec![0u8; block.len()];
     let mut device = 0;
@@ -700,4 +837,64 @@ fn gpu_registration_errors_and_cycles() {
         assert_ne!(registration.device_ptr(), 0);
     }
     driver.register(&block).unwrap().unregister().unwrap();
+}
+
+#[test]
+fn gpu_the_callers_own_context_may_be_destroyed_while_registered() {
+    let Some((driver, calls)) = gpu() else { return };
+    type Create = unsafe extern "C" fn(*mut *mut c_void, u32, i32) -> i32;
+    type Destroy = unsafe extern "C" fn(*mut c_void) -> i32;
+    let create = driver.symbol(c"cuCtxCreate_v2").expect("cuCtxCreate_v2");
+    let destroy = driver.symbol(c"cuCtxDestroy_v2").expect("cuCtxDestroy_v2");
+    // SAFETY: cuda.h declares these two with these signatures.
+    let (create, destroy) = unsafe {
+        (
+            std::mem::transmute::<*mut c_void, Create>(create.as_ptr()),
+            std::mem::transmute::<*mut c_void, Destroy>(destroy.as_ptr()),
+        )
+    };
+    let mut device = 0;
+    let mut own = std::ptr::null_mut();
+    // SAFETY: valid out-parameters; cuCtxCreate makes the new context current here.
+    unsafe {
+        check("cuDeviceGet", (calls.device_get)(&mut device, 0));
+        check("cuCtxCreate", create(&mut own, 0, device));
+    }
+    let block = small_block(1 << 20);
+    let registration = driver.register(&block).unwrap();
+    assert_ne!(
+        registration.context(),
+        own,
+        "registered under the device's primary context, not the caller's own"
+    );
+    // SAFETY: `own` is ours, current on this thread (so cuCtxDestroy pops it), and unused after.
+    check("cuCtxDestroy", unsafe { destroy(own) });
+
+    // The registration works on: the GPU writes the block through it, in its context.
+    let count = block.len() / 4;
+    // SAFETY: nothing reads or writes the block until the GPU is done (synchronised); the
+    // context is the registration's, alive while it is.
+    unsafe {
+        check(
+            "cuCtxPushCurrent",
+            (calls.ctx_push_current)(registration.context()),
+        );
+        check(
+            "cuMemsetD32",
+            (calls.memset_d32)(registration.device_ptr(), 0x5EED_5EED, count),
+        );
+        check("cuCtxSynchronize", (calls.ctx_synchronize)());
+        let mut popped = std::ptr::null_mut();
+        check("cuCtxPopCurrent", (calls.ctx_pop_current)(&mut popped));
+    }
+    // SAFETY: the GPU is done; nothing writes the block.
+    let words = unsafe { block.as_slice() };
+    assert!(
+        words
+            .chunks_exact(4)
+            .all(|word| word == 0x5EED_5EEDu32.to_ne_bytes())
+    );
+    registration
+        .unregister()
+        .expect("unregistering needs no context of the caller's");
 }

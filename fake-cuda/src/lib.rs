@@ -2,10 +2,15 @@
 //! machines without a GPU.
 //!
 //! It exports the entry points unimem calls, under the same names and C signatures, and
-//! behaves as the driver documents them: contexts form a per-thread stack, the primary context
-//! is reference counted, registrations may not overlap, calls that need a context fail
+//! behaves as the driver documents them: contexts form a per-thread stack, each device has a
+//! primary context, reference counted, and a "user" context (one a program made itself) that
+//! `cuCtxDestroy` destroys, registrations may not overlap, calls that need a context fail
 //! without one. Every argument is checked, every call counted, and any entry point can be told
-//! to fail with a given code.
+//! to fail with a given code. Handing the fake a destroyed context (pushing it, destroying it
+//! again) fails with `CUDA_ERROR_INVALID_CONTEXT` and is counted, since with a real driver it
+//! is undefined behaviour; calling with one current (destroyed by another thread) fails with
+//! `CUDA_ERROR_CONTEXT_IS_DESTROYED`, as the driver documents, and is counted too: tests
+//! assert that unimem does neither.
 //!
 //! It also has the few calls the `cuda` example and the GPU tests make (`cuMemAlloc`, the
 //! `cuMemcpy`s, `cuMemsetD32`, `cuMemAllocHost`, ...), so that those run here too, with no GPU:
@@ -16,20 +21,23 @@
 //! Tests drive it through three extra exports:
 //! - `fake_cuda_set(key, value)`: `"version"` (what `cuDriverGetVersion` reports, 12040 by
 //!   default), `"init_error"` (what `cuInit` returns, 0 by default), `"devices"` (how many
-//!   exist, 1 by default), `"fail:<entry point>"` (the code that entry point returns from
-//!   now on; 0 lets it work again);
+//!   exist, 1 by default, at most 8), `"fail:<entry point>"` (the code that entry point
+//!   returns from now on; 0 lets it work again);
 //! - `fake_cuda_get(key)`: `"calls:<entry point>"`, `"registrations"` (live ones),
-//!   `"primary_refs"`, `"last_flags"` (of the last registration), `"last_register_context"`,
-//!   `"last_unregister_context"`, `"primary_context"`, `"user_context"` (a context a test may
-//!   push itself), `"current"` and `"depth"` (the calling thread's context stack),
-//!   `"device_offset"`; -1 for an unknown key;
+//!   `"primary_refs"` (over all devices) and `"primary_refs:<device>"`, `"last_flags"` (of the
+//!   last registration), `"last_register_context"`, `"last_unregister_context"`,
+//!   `"primary_context"` and `"primary_context:<device>"` (device 0's without a device),
+//!   `"user_context"` and `"user_context:<device>"` (a context a test may push itself, destroy
+//!   with `cuCtxDestroy_v2`, and get back, current, from `cuCtxCreate_v2`),
+//!   `"destroyed_context_uses"`, `"current"` and `"depth"`
+//!   (the calling thread's context stack), `"device_offset"`; -1 for an unknown key;
 //! - `fake_cuda_registered(ptr)`: the length registered at `ptr`, or -1.
 //!
 //! All state is per loaded copy of the library: a test that copies the file to a new path and
 //! opens the copy gets a driver of its own, whatever other tests do at the same time.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use std::sync::{Mutex, MutexGuard};
 
@@ -41,6 +49,7 @@ const INVALID_VALUE: CUresult = 1;
 const NOT_INITIALIZED: CUresult = 3;
 const INVALID_DEVICE: CUresult = 101;
 const INVALID_CONTEXT: CUresult = 201;
+const CONTEXT_IS_DESTROYED: CUresult = 709;
 const ALREADY_REGISTERED: CUresult = 712;
 const NOT_REGISTERED: CUresult = 713;
 
@@ -70,6 +79,11 @@ const ERRORS: &[(CUresult, &CStr, &CStr)] = &[
         c"invalid device context",
     ),
     (
+        709,
+        c"CUDA_ERROR_CONTEXT_IS_DESTROYED",
+        c"context is destroyed",
+    ),
+    (
         712,
         c"CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED",
         c"part or all of the requested memory range is already mapped",
@@ -84,16 +98,36 @@ const ERRORS: &[(CUresult, &CStr, &CStr)] = &[
     (999, c"CUDA_ERROR_UNKNOWN", c"unknown error"),
 ];
 
-/// Two distinct addresses serve as context handles.
-static PRIMARY_CONTEXT: u8 = 0;
-static USER_CONTEXT: u8 = 0;
+/// The most devices the fake can be told to have.
+const MAX_DEVICES: usize = 8;
 
-fn primary_context() -> usize {
-    &PRIMARY_CONTEXT as *const u8 as usize
+/// Distinct addresses serve as context handles: per device, its primary context and one
+/// "user" context.
+static PRIMARY_CONTEXTS: [u8; MAX_DEVICES] = [0; MAX_DEVICES];
+static USER_CONTEXTS: [u8; MAX_DEVICES] = [0; MAX_DEVICES];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Primary,
+    User,
 }
 
-fn user_context() -> usize {
-    &USER_CONTEXT as *const u8 as usize
+/// The handle of `device`'s context of `kind`.
+fn context_handle(kind: Kind, device: c_int) -> usize {
+    let contexts = match kind {
+        Kind::Primary => &PRIMARY_CONTEXTS,
+        Kind::User => &USER_CONTEXTS,
+    };
+    &contexts[device as usize] as *const u8 as usize
+}
+
+/// What kind of context `handle` is, and of which device; `None` for anything else.
+fn context_of(handle: usize) -> Option<(Kind, c_int)> {
+    [Kind::Primary, Kind::User].into_iter().find_map(|kind| {
+        (0..MAX_DEVICES as c_int)
+            .find(|&device| context_handle(kind, device) == handle)
+            .map(|device| (kind, device))
+    })
 }
 
 #[derive(Default)]
@@ -106,7 +140,12 @@ struct State {
     allocations: BTreeMap<usize, usize>,
     /// Host memory from `cuMemAllocHost`: base to length.
     host_allocations: BTreeMap<usize, usize>,
-    primary_refs: i64,
+    /// References to each device's primary context.
+    primary_refs: BTreeMap<c_int, i64>,
+    /// User contexts destroyed with `cuCtxDestroy_v2`.
+    destroyed: HashSet<usize>,
+    /// Times a destroyed context was handed to the fake (a failure of the caller).
+    destroyed_uses: i64,
     initialized: bool,
     last: HashMap<&'static str, i64>,
 }
@@ -117,13 +156,37 @@ impl State {
     }
 
     fn device_exists(&self, device: c_int) -> bool {
-        device >= 0 && i64::from(device) < self.setting("devices", 1)
+        device >= 0
+            && i64::from(device) < self.setting("devices", 1)
+            && (device as usize) < MAX_DEVICES
     }
 
-    /// The calling thread's current context, if it is one that may be used.
-    fn current_context(&self) -> Option<usize> {
-        let current = STACK.with(|stack| stack.borrow().last().copied())?;
-        self.context_is_live(current).then_some(current)
+    /// The calling thread's current context, if it is one that may be used. A context
+    /// destroyed by another thread while current on this one fails with
+    /// `CUDA_ERROR_CONTEXT_IS_DESTROYED`, as the driver documents, and counts as a use.
+    fn current_context(&mut self) -> Result<usize, CUresult> {
+        let current = STACK
+            .with(|stack| stack.borrow().last().copied())
+            .ok_or(INVALID_CONTEXT)?;
+        if self.destroyed.contains(&current) {
+            self.destroyed_uses += 1;
+            return Err(CONTEXT_IS_DESTROYED);
+        }
+        if self.context_is_live(current) {
+            Ok(current)
+        } else {
+            Err(INVALID_CONTEXT)
+        }
+    }
+
+    /// Whether `context`, passed by handle, may be used now, counting a use of a destroyed
+    /// one (undefined behaviour with a real driver).
+    fn usable(&mut self, context: usize) -> bool {
+        if self.destroyed.contains(&context) {
+            self.destroyed_uses += 1;
+            return false;
+        }
+        self.context_is_live(context)
     }
 
     /// The host address behind the device range `device..device + len`: inside one
@@ -150,7 +213,16 @@ impl State {
     }
 
     fn context_is_live(&self, context: usize) -> bool {
-        context == user_context() || (context == primary_context() && self.primary_refs > 0)
+        match context_of(context) {
+            Some((Kind::User, device)) => {
+                self.device_exists(device) && !self.destroyed.contains(&context)
+            }
+            Some((Kind::Primary, device)) => {
+                self.device_exists(device)
+                    && self.primary_refs.get(&device).is_some_and(|&refs| refs > 0)
+            }
+            None => false,
+        }
     }
 }
 
@@ -267,8 +339,8 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(
             return Err(INVALID_DEVICE);
         }
         // SAFETY: the caller's promise.
-        unsafe { put(context, primary_context() as CUcontext) }?;
-        state.primary_refs += 1;
+        unsafe { put(context, context_handle(Kind::Primary, device) as CUcontext) }?;
+        *state.primary_refs.entry(device).or_default() += 1;
         Ok(())
     })
 }
@@ -281,10 +353,11 @@ pub extern "C" fn cuDevicePrimaryCtxRelease_v2(device: c_int) -> CUresult {
         if !state.device_exists(device) {
             return Err(INVALID_DEVICE);
         }
-        if state.primary_refs == 0 {
+        let refs = state.primary_refs.entry(device).or_default();
+        if *refs == 0 {
             return Err(INVALID_CONTEXT);
         }
-        state.primary_refs -= 1;
+        *refs -= 1;
         Ok(())
     })
 }
@@ -301,11 +374,72 @@ pub unsafe extern "C" fn cuCtxGetCurrent(context: *mut CUcontext) -> CUresult {
     })
 }
 
+/// # Safety
+/// `device` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuCtxGetDevice(device: *mut c_int) -> CUresult {
+    result(|| {
+        let mut entered = enter("cuCtxGetDevice", true)?;
+        let current = entered.state().current_context()?;
+        let (_, of) = context_of(current).ok_or(INVALID_CONTEXT)?;
+        // SAFETY: the caller's promise.
+        unsafe { put(device, of) }
+    })
+}
+
+/// "Creates" `device`'s user context (there is one per device; creating it again after
+/// `cuCtxDestroy` brings it back) and makes it current, as the driver does.
+///
+/// # Safety
+/// `context` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuCtxCreate_v2(
+    context: *mut CUcontext,
+    _flags: c_uint,
+    device: c_int,
+) -> CUresult {
+    result(|| {
+        let mut entered = enter("cuCtxCreate_v2", true)?;
+        let state = entered.state();
+        if !state.device_exists(device) {
+            return Err(INVALID_DEVICE);
+        }
+        let created = context_handle(Kind::User, device);
+        // SAFETY: the caller's promise.
+        unsafe { put(context, created as CUcontext) }?;
+        state.destroyed.remove(&created);
+        STACK.with(|stack| stack.borrow_mut().push(created));
+        Ok(())
+    })
+}
+
+/// Destroys a user context; if it is current on the calling thread, pops it, as the driver
+/// does. Destroying a primary context, or a context twice, fails.
+#[unsafe(no_mangle)]
+pub extern "C" fn cuCtxDestroy_v2(context: CUcontext) -> CUresult {
+    result(|| {
+        let mut entered = enter("cuCtxDestroy_v2", true)?;
+        let state = entered.state();
+        let context = context as usize;
+        if !state.usable(context) || context_of(context).map(|(kind, _)| kind) != Some(Kind::User) {
+            return Err(INVALID_CONTEXT);
+        }
+        state.destroyed.insert(context);
+        STACK.with(|stack| {
+            let mut stack = stack.borrow_mut();
+            if stack.last() == Some(&context) {
+                stack.pop();
+            }
+        });
+        Ok(())
+    })
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn cuCtxPushCurrent_v2(context: CUcontext) -> CUresult {
     result(|| {
         let mut entered = enter("cuCtxPushCurrent_v2", true)?;
-        if !entered.state().context_is_live(context as usize) {
+        if !entered.state().usable(context as usize) {
             return Err(INVALID_CONTEXT);
         }
         STACK.with(|stack| stack.borrow_mut().push(context as usize));
@@ -341,7 +475,7 @@ pub unsafe extern "C" fn cuMemHostRegister_v2(
     result(|| {
         let mut entered = enter("cuMemHostRegister_v2", true)?;
         let state = entered.state();
-        let context = state.current_context().ok_or(INVALID_CONTEXT)?;
+        let context = state.current_context()?;
         if ptr.is_null() || len == 0 || flags & !KNOWN_REGISTER_FLAGS != 0 {
             return Err(INVALID_VALUE);
         }
@@ -376,7 +510,7 @@ pub extern "C" fn cuMemHostUnregister(ptr: *mut c_void) -> CUresult {
     result(|| {
         let mut entered = enter("cuMemHostUnregister", true)?;
         let state = entered.state();
-        let context = state.current_context().ok_or(INVALID_CONTEXT)?;
+        let context = state.current_context()?;
         state
             .registrations
             .remove(&(ptr as usize))
@@ -397,7 +531,7 @@ pub unsafe extern "C" fn cuMemHostGetDevicePointer_v2(
     result(|| {
         let mut entered = enter("cuMemHostGetDevicePointer_v2", true)?;
         let state = entered.state();
-        state.current_context().ok_or(INVALID_CONTEXT)?;
+        state.current_context()?;
         if flags != 0 {
             return Err(INVALID_VALUE);
         }
@@ -458,7 +592,7 @@ fn with_context(
     result(|| {
         let mut entered = enter(name, true)?;
         let state = entered.state();
-        state.current_context().ok_or(INVALID_CONTEXT)?;
+        state.current_context()?;
         body(state)
     })
 }
@@ -653,11 +787,27 @@ pub unsafe extern "C" fn fake_cuda_get(name: *const c_char) -> i64 {
     if let Some(entry) = name.strip_prefix("calls:") {
         return state.calls.get(entry).copied().unwrap_or(0);
     }
+    if let Some((what, device)) = name.split_once(':') {
+        let Some(device) = device
+            .parse::<c_int>()
+            .ok()
+            .filter(|&device| (0..MAX_DEVICES as c_int).contains(&device))
+        else {
+            return -1;
+        };
+        return match what {
+            "primary_refs" => state.primary_refs.get(&device).copied().unwrap_or(0),
+            "primary_context" => context_handle(Kind::Primary, device) as i64,
+            "user_context" => context_handle(Kind::User, device) as i64,
+            _ => -1,
+        };
+    }
     match name {
         "registrations" => state.registrations.len() as i64,
-        "primary_refs" => state.primary_refs,
-        "primary_context" => primary_context() as i64,
-        "user_context" => user_context() as i64,
+        "primary_refs" => state.primary_refs.values().sum(),
+        "primary_context" => context_handle(Kind::Primary, 0) as i64,
+        "user_context" => context_handle(Kind::User, 0) as i64,
+        "destroyed_context_uses" => state.destroyed_uses,
         "device_offset" => DEVICE_OFFSET as i64,
         "current" => STACK.with(|stack| stack.borrow().last().copied().unwrap_or(0)) as i64,
         "depth" => STACK.with(|stack| stack.borrow().len()) as i64,

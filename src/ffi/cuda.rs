@@ -44,6 +44,9 @@ pub const CUDA_ERROR_NO_DEVICE: CUresult = 100;
 pub const CUDA_ERROR_INVALID_DEVICE: CUresult = 101;
 /// No context is current, or the context given is not valid.
 pub const CUDA_ERROR_INVALID_CONTEXT: CUresult = 201;
+/// The calling thread's current context was destroyed (by another thread, with
+/// `cuCtxDestroy`), or is a primary context not initialised yet.
+pub const CUDA_ERROR_CONTEXT_IS_DESTROYED: CUresult = 709;
 /// Some of the range is already registered (`cuMemHostRegister`).
 pub const CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED: CUresult = 712;
 /// The operation is not permitted (e.g. host registration under some virtualised GPUs).
@@ -72,6 +75,8 @@ pub type cuDevicePrimaryCtxRetain =
 pub type cuDevicePrimaryCtxRelease_v2 = unsafe extern "C" fn(device: CUdevice) -> CUresult;
 /// `cuCtxGetCurrent(CUcontext *pctx)`: the calling thread's current context, or null.
 pub type cuCtxGetCurrent = unsafe extern "C" fn(context: *mut CUcontext) -> CUresult;
+/// `cuCtxGetDevice(CUdevice *device)`: the device of the calling thread's current context.
+pub type cuCtxGetDevice = unsafe extern "C" fn(device: *mut CUdevice) -> CUresult;
 /// `cuCtxPushCurrent_v2(CUcontext ctx)`: makes `ctx` current on the calling thread.
 pub type cuCtxPushCurrent_v2 = unsafe extern "C" fn(context: CUcontext) -> CUresult;
 /// `cuCtxPopCurrent_v2(CUcontext *pctx)`: undoes the last push on the calling thread.

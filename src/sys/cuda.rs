@@ -5,9 +5,12 @@
 //! and finds out only when it asks for the driver. Each library is opened once per process and
 //! never closed (the driver keeps per-process state that must outlive every registration).
 //!
-//! Context discipline: every call that needs a context is made with the registration's context
-//! pushed on the calling thread's stack and popped right after, so the caller's own current
-//! context (or the lack of one) is the same after each call as before it.
+//! Context discipline: a registration uses only a context it owns, a reference to a device's
+//! primary context retained for as long as it lives, never the caller's context (which other
+//! code may destroy at any time): it only asks that context which device it is on. Every call
+//! that needs a context is made with the primary context pushed on the calling thread's stack
+//! and popped right after, so the caller's own current context (or the lack of one) is the
+//! same after each call as before it.
 
 use crate::ffi::cuda as cu;
 use core::ffi::{CStr, c_char, c_int, c_void};
@@ -17,7 +20,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::{Mutex, OnceLock};
 
 pub(crate) use cu::{
-    CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED, CUDA_ERROR_INVALID_CONTEXT,
+    CUDA_ERROR_CONTEXT_IS_DESTROYED, CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED,
+    CUDA_ERROR_INVALID_CONTEXT,
     CUDA_ERROR_INVALID_DEVICE, CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_NO_DEVICE,
     CUDA_ERROR_NOT_PERMITTED, CUDA_ERROR_NOT_SUPPORTED, CUDA_ERROR_OUT_OF_MEMORY,
 };
@@ -66,6 +70,7 @@ struct Api {
     primary_ctx_retain: cu::cuDevicePrimaryCtxRetain,
     primary_ctx_release: cu::cuDevicePrimaryCtxRelease_v2,
     ctx_get_current: cu::cuCtxGetCurrent,
+    ctx_get_device: cu::cuCtxGetDevice,
     ctx_push_current: cu::cuCtxPushCurrent_v2,
     ctx_pop_current: cu::cuCtxPopCurrent_v2,
     mem_host_register: cu::cuMemHostRegister_v2,
@@ -190,6 +195,7 @@ impl Library {
                 c"cuDevicePrimaryCtxRelease_v2" as cu::cuDevicePrimaryCtxRelease_v2
             ),
             ctx_get_current: lookup!(c"cuCtxGetCurrent" as cu::cuCtxGetCurrent),
+            ctx_get_device: lookup!(c"cuCtxGetDevice" as cu::cuCtxGetDevice),
             ctx_push_current: lookup!(c"cuCtxPushCurrent_v2" as cu::cuCtxPushCurrent_v2),
             ctx_pop_current: lookup!(c"cuCtxPopCurrent_v2" as cu::cuCtxPopCurrent_v2),
             mem_host_register: lookup!(c"cuMemHostRegister_v2" as cu::cuMemHostRegister_v2),
@@ -242,8 +248,10 @@ impl Library {
     }
 
     /// Registers `len` bytes at `ptr` with the driver, portable and mapped into the device's
-    /// address space, under the calling thread's current context or, when there is none,
-    /// device 0's primary context, which the registration then holds a reference to.
+    /// address space, under the primary context of the device of the calling thread's current
+    /// context, or of device 0 when none is current. The registration holds a reference to
+    /// that primary context until it is dropped, so it never depends on a context it does not
+    /// own: the caller's context may be destroyed while it lives.
     ///
     /// # Safety
     /// `ptr..ptr + len` is mapped memory, and should stay mapped until the registration is
@@ -255,36 +263,11 @@ impl Library {
         ptr: NonNull<u8>,
         len: usize,
     ) -> Result<Registered, Failure> {
-        let mut current = ptr::null_mut();
-        // SAFETY: `current` is a valid, writable CUcontext.
-        self.check("cuCtxGetCurrent", unsafe {
-            (self.api.ctx_get_current)(&mut current)
-        })?;
-        let (context, primary) = if current.is_null() {
-            let mut device = 0;
-            // SAFETY: `device` is a valid, writable CUdevice; ordinal 0 is checked by the driver.
-            self.check("cuDeviceGet", unsafe {
-                (self.api.device_get)(&mut device, 0)
-            })?;
-            let mut context = ptr::null_mut();
-            // SAFETY: `context` is a valid, writable CUcontext; `device` came from cuDeviceGet.
-            self.check("cuDevicePrimaryCtxRetain", unsafe {
-                (self.api.primary_ctx_retain)(&mut context, device)
-            })?;
-            (
-                context,
-                Some(Primary {
-                    library: self,
-                    device,
-                }),
-            )
-        } else {
-            (current, None)
-        };
+        let primary = Primary::retain(self, self.device()?)?;
         let host = ptr.as_ptr().cast::<c_void>();
         let device_ptr = {
             // Declared after `primary`, so dropped (popped) before it on every early return.
-            let _current = self.make_current(context)?;
+            let _current = self.make_current(&primary)?;
             let flags = cu::CU_MEMHOSTREGISTER_PORTABLE | cu::CU_MEMHOSTREGISTER_DEVICEMAP;
             // SAFETY: `host..host + len` is mapped (the caller's promise); registering pins it
             // and changes none of its bytes.
@@ -304,30 +287,53 @@ impl Library {
             device_ptr
         };
         Ok(Registered {
-            library: self,
             host,
             device_ptr,
-            context,
-            primary: primary.map(Primary::keep),
-            released: false,
+            primary: Some(primary),
         })
     }
 
-    /// Pushes `context` on the calling thread; the guard pops it.
-    fn make_current(&self, context: cu::CUcontext) -> Result<Current<'_>, Failure> {
-        // SAFETY: `context` is a live context: the thread's current one when the registration
-        // was made (which its contract keeps alive), or a primary context we hold a reference
-        // to.
-        self.check("cuCtxPushCurrent", unsafe {
-            (self.api.ctx_push_current)(context)
+    /// The device to register with: that of the calling thread's current context, or device
+    /// 0 when none is current. Only the device is taken from the caller's context, never the
+    /// context itself, which the caller may destroy at any time.
+    fn device(&self) -> Result<cu::CUdevice, Failure> {
+        let mut current = ptr::null_mut();
+        // SAFETY: `current` is a valid, writable CUcontext.
+        self.check("cuCtxGetCurrent", unsafe {
+            (self.api.ctx_get_current)(&mut current)
         })?;
-        Ok(Current { library: self })
+        let mut device = 0;
+        if current.is_null() {
+            // SAFETY: `device` is a valid, writable CUdevice; ordinal 0 is checked by the driver.
+            self.check("cuDeviceGet", unsafe {
+                (self.api.device_get)(&mut device, 0)
+            })?;
+        } else {
+            // SAFETY: `device` is a valid, writable CUdevice. The current context is the
+            // driver's per-thread state, not a handle passed in: if other code destroyed it
+            // on another thread, the driver documents that using it from this one fails with
+            // CUDA_ERROR_CONTEXT_IS_DESTROYED (and on this thread, cuCtxDestroy pops it).
+            self.check("cuCtxGetDevice", unsafe {
+                (self.api.ctx_get_device)(&mut device)
+            })?;
+        }
+        Ok(device)
+    }
+
+    /// Pushes `primary`'s context on the calling thread; the guard pops it.
+    fn make_current<'p>(&self, primary: &'p Primary) -> Result<Current<'p>, Failure> {
+        // SAFETY: the context is live: `primary` holds a reference to it.
+        self.check("cuCtxPushCurrent", unsafe {
+            (self.api.ctx_push_current)(primary.context)
+        })?;
+        Ok(Current { primary })
     }
 }
 
-/// A context pushed on the calling thread by `make_current`, popped on drop.
-struct Current<'l> {
-    library: &'l Library,
+/// A primary context pushed on the calling thread by `make_current`, popped on drop. It
+/// borrows the reference that keeps the context alive, so it cannot outlive it.
+struct Current<'p> {
+    primary: &'p Primary,
 }
 
 impl Drop for Current<'_> {
@@ -335,41 +341,60 @@ impl Drop for Current<'_> {
         let mut popped = ptr::null_mut();
         // SAFETY: `popped` is a valid, writable CUcontext; this pops the push that made the
         // guard, on the same thread (the guard lives in one stack frame).
-        unsafe { (self.library.api.ctx_pop_current)(&mut popped) };
+        unsafe { (self.primary.library.api.ctx_pop_current)(&mut popped) };
     }
 }
 
-/// A reference to a device's primary context, released on drop unless kept.
+/// A reference to a device's primary context (`cuDevicePrimaryCtxRetain`), released on drop or
+/// by `release`.
 struct Primary {
     library: &'static Library,
     device: cu::CUdevice,
+    context: cu::CUcontext,
 }
 
 impl Primary {
-    /// Keeps the reference: the caller releases it (with `cuDevicePrimaryCtxRelease`) later.
-    fn keep(self) -> cu::CUdevice {
-        let device = self.device;
+    /// Retains `device`'s primary context, creating it if no one holds it yet.
+    fn retain(library: &'static Library, device: cu::CUdevice) -> Result<Primary, Failure> {
+        let mut context = ptr::null_mut();
+        // SAFETY: `context` is a valid, writable CUcontext; the driver checks `device`.
+        library.check("cuDevicePrimaryCtxRetain", unsafe {
+            (library.api.primary_ctx_retain)(&mut context, device)
+        })?;
+        Ok(Primary {
+            library,
+            device,
+            context,
+        })
+    }
+
+    /// Releases the reference, reporting what the driver says.
+    fn release(self) -> Result<(), Failure> {
+        let (library, device) = (self.library, self.device);
         core::mem::forget(self);
-        device
+        // SAFETY: releases the one reference `retain` took; `self` is gone, so it is released
+        // once.
+        library.check("cuDevicePrimaryCtxRelease", unsafe {
+            (library.api.primary_ctx_release)(device)
+        })
     }
 }
 
 impl Drop for Primary {
     fn drop(&mut self) {
-        // SAFETY: releases the one reference this guard took with cuDevicePrimaryCtxRetain.
+        // SAFETY: releases the one reference `retain` took (`release` forgets the guard, so
+        // this runs only when it was not called).
         unsafe { (self.library.api.primary_ctx_release)(self.device) };
     }
 }
 
-/// Host memory registered with the driver, unregistered on drop.
+/// Host memory registered with the driver under a primary context it holds a reference to;
+/// unregistered, and the reference released, on drop.
 pub(crate) struct Registered {
-    library: &'static Library,
     host: *mut c_void,
     device_ptr: u64,
-    context: cu::CUcontext,
-    /// The device whose primary context this registration holds a reference to, if any.
-    primary: Option<cu::CUdevice>,
-    released: bool,
+    /// `None` once unregistered.
+    primary: Option<Primary>,
 }
 
 // SAFETY: the fields are addresses and handles that any thread may use: the driver API is
@@ -385,14 +410,22 @@ impl Registered {
         self.device_ptr
     }
 
-    /// The context the memory was registered under.
+    /// The primary context the memory was registered under, which this holds a reference to.
     pub(crate) fn context(&self) -> *mut c_void {
-        self.context
+        self.live().context
     }
 
     /// The library the memory is registered with.
     pub(crate) fn library(&self) -> &'static Library {
-        self.library
+        self.live().library
+    }
+
+    /// The primary context reference, there from `register` until `release`, which only
+    /// `unregister` (by value) and `drop` call.
+    fn live(&self) -> &Primary {
+        self.primary
+            .as_ref()
+            .expect("a Registered is only used before it is released")
     }
 
     /// Unregisters now, reporting what the driver says.
@@ -401,26 +434,18 @@ impl Registered {
     }
 
     fn release(&mut self) -> Result<(), Failure> {
-        if core::mem::replace(&mut self.released, true) {
+        let Some(primary) = self.primary.take() else {
             return Ok(());
-        }
-        let library = self.library;
-        let unregistered = library.make_current(self.context).and_then(|_current| {
-            // SAFETY: `host` is the address registered in `register`, under this context
-            // (PORTABLE registrations may be unregistered under any context).
+        };
+        let library = primary.library;
+        let unregistered = library.make_current(&primary).and_then(|_current| {
+            // SAFETY: `host` is the address registered in `register`, under this context.
             library.check("cuMemHostUnregister", unsafe {
                 (library.api.mem_host_unregister)(self.host)
             })
             // `_current` pops here, before the primary context is released.
         });
-        let released = match self.primary.take() {
-            // SAFETY: releases the reference `register` took and kept for this registration.
-            Some(device) => library.check("cuDevicePrimaryCtxRelease", unsafe {
-                (library.api.primary_ctx_release)(device)
-            }),
-            None => Ok(()),
-        };
-        unregistered.and(released)
+        unregistered.and(primary.release())
     }
 }
 
