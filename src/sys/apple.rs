@@ -344,8 +344,11 @@ fn max_row_len() -> usize {
 /// Adjacent mappings are not added up: XNU places unrelated mappings right next to each
 /// other, so a run of regions says nothing about who owns the bytes past the first one. One
 /// entry is one object mapped at consecutive offsets, so the surface's own mapping passes
-/// only if it alone reaches `len` bytes past `base`. A mapping split in two (another part of
-/// the process wired or reprotected part of it) is refused too, which is the safe side.
+/// only if it alone reaches `len` bytes past `base`. Entries are not joined even when they
+/// look like one object either: the only object name `mach_vm_region` gives
+/// (`VM_REGION_TOP_INFO`'s `obj_id`) is 32 bits, too few to tell kernel objects apart for
+/// sure. So a mapping split in two (other code wired or reprotected part of it) is refused,
+/// which is the safe side; so is a submap entry (a shared region, which holds many objects).
 fn one_mapping_holds(base: NonNull<u8>, len: usize) -> bool {
     let start = base.as_ptr() as apple::mach_vm_address_t;
     let Some(end) = start.checked_add(len as apple::mach_vm_size_t) else {
@@ -371,9 +374,50 @@ fn one_mapping_holds(base: NonNull<u8>, len: usize) -> bool {
     };
     // The call reports the first entry that ends above `start`, with its own start and size
     // (never several entries together). One starting above `start` means `base` is not mapped.
+    // XNU reports a submap entry by a non-zero `reserved` (its `is_sub_map`).
     kr == apple::KERN_SUCCESS
+        && info.reserved == 0
         && address <= start
         && address
             .checked_add(size)
             .is_some_and(|mapped_end| mapped_end >= end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{one_mapping_holds, unix};
+    use core::ptr::NonNull;
+
+    /// Two pages mapped together and then given different protections are two entries: the
+    /// first holds itself, but not the run of both, though both are mapped without a gap.
+    #[test]
+    fn adjacent_mappings_are_not_added_up() {
+        let page = unix::page_size();
+        // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+        let raw = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANON,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(raw, libc::MAP_FAILED, "mmap of two pages");
+        let base = NonNull::new(raw.cast::<u8>()).unwrap();
+        assert!(one_mapping_holds(base, 2 * page), "one entry before the split");
+        // SAFETY: within the two-page mapping.
+        let second = unsafe { base.add(page) };
+        // SAFETY: the second page is ours, and nothing reads or writes it.
+        let rc = unsafe { libc::mprotect(second.as_ptr().cast(), page, libc::PROT_READ) };
+        assert_eq!(rc, 0, "mprotect of the second page");
+        assert!(one_mapping_holds(base, page));
+        assert!(!one_mapping_holds(base, page + 1));
+        assert!(!one_mapping_holds(base, 2 * page));
+        // The second page is an entry of its own, starting at its first byte.
+        assert!(one_mapping_holds(second, page));
+        // SAFETY: unmaps exactly what was mapped above, which nothing refers to any more.
+        assert_eq!(unsafe { libc::munmap(raw, 2 * page) }, 0);
+    }
 }
