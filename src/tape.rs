@@ -735,8 +735,7 @@ impl Tape {
     /// A take through the shared cursor that notices contention: the first exchange that
     /// fails marks the tape contended, and this take and every later one go through
     /// per-thread chunks.
-    #[cold]
-    #[inline(never)]
+    #[inline]
     fn take_until_contended(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
         let shared = &self.counters.cursor;
         let cursor = shared.load(Relaxed);

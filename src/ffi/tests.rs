@@ -73,6 +73,7 @@ const _: () = {
     same_integer!(apple::kern_return_t, libc::kern_return_t);
     same_integer!(apple::mach_port_t, libc::mach_port_t);
     same_integer!(apple::mach_vm_address_t, libc::mach_vm_address_t);
+    same_integer!(apple::mach_vm_size_t, libc::mach_vm_size_t);
     same_integer!(apple::mach_msg_type_number_t, libc::mach_msg_type_number_t);
     same_constant!(apple::MADV_WILLNEED, libc::MADV_WILLNEED);
     // CoreFoundation's types are not in libc: `CFIndex` is `signed long`.

@@ -124,9 +124,15 @@ impl OpenOptions {
     ///
     /// The block takes a reference of its own to the surface and locks it for CPU access;
     /// dropping the block unlocks and releases it, leaving the caller's reference alone. The
-    /// block spans the surface's whole allocation (`IOSurfaceGetAllocSize`), which for an
-    /// image includes any row padding; so only a single-plane surface mapped from its first
-    /// byte can be adopted (not a planar image, nor one made with a `kIOSurfaceOffset`).
+    /// block spans the surface's allocation size (`IOSurfaceGetAllocSize`) from its base
+    /// address on, which for an image includes any row padding. So only a single-plane surface
+    /// is adopted, and only when one mapping in this process (one VM map entry, that is one VM
+    /// object at consecutive offsets) holds every one of those bytes; mappings that merely lie
+    /// next to each other are never counted together, as they can belong to other
+    /// allocations. A surface made with a `kIOSurfaceOffset` whose allocation then runs past
+    /// its mapping is refused, and so is a surface whose mapping other code in this process
+    /// has split (by wiring or reprotecting part of it). A surface made by [`Block::open`]
+    /// and sent with [`Block::mach_port`] has no offset.
     ///
     /// Blocks over the same surface in one process share one mapping. XNU counts wirings per
     /// mapping (unlike Linux, where locks on one page do not nest): each pinned block's `mlock`
@@ -140,8 +146,9 @@ impl OpenOptions {
     ///
     /// # Errors
     /// [`Error::NotShareable`] for a surface of zero bytes, with planes, or whose allocation
-    /// runs past its mapping (a `kIOSurfaceOffset`); [`Error::Os`] when the surface cannot be
-    /// locked; [`Error::PinRefused`] as for [`Block::open`].
+    /// size from its base address on is not held by its one mapping (see above);
+    /// [`Error::Os`] when the surface cannot be locked; [`Error::PinRefused`] as for
+    /// [`Block::open`].
     pub unsafe fn open_surface(&self, surface: Handle) -> Result<Block, Error> {
         // SAFETY: the caller promises a valid IOSurfaceRef.
         let region = unsafe { Region::from_surface(surface) }?;

@@ -240,9 +240,10 @@ impl Region {
     /// Locks an adopted surface and maps all of it: its whole allocation is the block.
     ///
     /// Only a surface whose bytes are one run from its base address to the end of its
-    /// allocation can be that: one without planes, and mapped from its first byte (a surface
-    /// made with a `kIOSurfaceOffset` has its base address past the start of its allocation,
-    /// so the allocation size would overrun what is mapped).
+    /// allocation can be that: one without planes, whose allocation size from its base
+    /// address on lies in the one mapping that holds the base (a surface made with a
+    /// `kIOSurfaceOffset` has its base address past the start of its allocation, so the
+    /// allocation size can overrun its mapping, into whatever is mapped next).
     fn adopt_surface(surface: Owned) -> Result<Region, Error> {
         let raw = surface.0.cast_mut();
         // SAFETY: `raw` is a live IOSurface; neither call needs it locked.
@@ -260,11 +261,12 @@ impl Region {
             });
         }
         let region = Region::lock_surface(surface, len)?;
-        if mapped_from(region.ptr) < len {
+        if !one_mapping_holds(region.ptr, len) {
             return Err(Error::NotShareable {
-                reason: "the IOSurface's base address is not the start of its allocation (it \
-                         was made with a kIOSurfaceOffset), so its allocation size runs past \
-                         what is mapped: a block adopts only surfaces with no offset",
+                reason: "the IOSurface's mapping in this process does not by itself hold its \
+                         allocation size from its base address on (the surface was made with a \
+                         kIOSurfaceOffset, or its mapping was split): send a surface made \
+                         without an offset, such as one from a block's `mach_port()`",
             });
         }
         Ok(region)
@@ -336,36 +338,86 @@ fn max_row_len() -> usize {
     maximum(width).min(maximum(bytes_per_row))
 }
 
-/// How many bytes from `base` on are mapped in this task without a gap, counting at most
-/// the first 64 regions (a surface's mapping is one or a few).
-fn mapped_from(base: NonNull<u8>) -> usize {
+/// Whether one mapping of this task (one XNU `vm_map_entry`, which maps one VM object) holds
+/// every byte from `base` to `base + len`.
+///
+/// Adjacent mappings are not added up: XNU places unrelated mappings right next to each
+/// other, so a run of regions says nothing about who owns the bytes past the first one. One
+/// entry is one object mapped at consecutive offsets, so the surface's own mapping passes
+/// only if it alone reaches `len` bytes past `base`. Entries are not joined even when they
+/// look like one object either: the only object name `mach_vm_region` gives
+/// (`VM_REGION_TOP_INFO`'s `obj_id`) is 32 bits, too few to tell kernel objects apart for
+/// sure. So a mapping split in two (other code wired or reprotected part of it) is refused,
+/// which is the safe side; so is a submap entry (a shared region, which holds many objects).
+fn one_mapping_holds(base: NonNull<u8>, len: usize) -> bool {
     let start = base.as_ptr() as apple::mach_vm_address_t;
-    let mut end = start;
-    for _ in 0..64 {
-        let mut address = end;
-        let mut size: apple::mach_vm_size_t = 0;
-        let mut info = apple::vm_region_basic_info_64::default();
-        let mut count = apple::VM_REGION_BASIC_INFO_COUNT_64;
-        let mut object = apple::MACH_PORT_NULL;
-        // SAFETY: every out-pointer is a live local of the type the call writes, and `count`
-        // says how many 32-bit words `info` holds.
-        let kr = unsafe {
-            apple::mach_vm_region(
-                apple::mach_task_self(),
-                &mut address,
-                &mut size,
-                apple::VM_REGION_BASIC_INFO_64,
-                &mut info,
-                &mut count,
-                &mut object,
+    let Some(end) = start.checked_add(len as apple::mach_vm_size_t) else {
+        return false;
+    };
+    let mut address = start;
+    let mut size: apple::mach_vm_size_t = 0;
+    let mut info = apple::vm_region_basic_info_64::default();
+    let mut count = apple::VM_REGION_BASIC_INFO_COUNT_64;
+    let mut object = apple::MACH_PORT_NULL;
+    // SAFETY: every out-pointer is a live local of the type the call writes, and `count`
+    // says how many 32-bit words `info` holds.
+    let kr = unsafe {
+        apple::mach_vm_region(
+            apple::mach_task_self(),
+            &mut address,
+            &mut size,
+            apple::VM_REGION_BASIC_INFO_64,
+            &mut info,
+            &mut count,
+            &mut object,
+        )
+    };
+    // The call reports the first entry that ends above `start`, with its own start and size
+    // (never several entries together). One starting above `start` means `base` is not mapped.
+    // XNU reports a submap entry by a non-zero `reserved` (its `is_sub_map`).
+    kr == apple::KERN_SUCCESS
+        && info.reserved == 0
+        && address <= start
+        && address
+            .checked_add(size)
+            .is_some_and(|mapped_end| mapped_end >= end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{one_mapping_holds, unix};
+    use core::ptr::NonNull;
+
+    /// Two pages mapped together and then given different protections are two entries: the
+    /// first holds itself, but not the run of both, though both are mapped without a gap.
+    #[test]
+    fn adjacent_mappings_are_not_added_up() {
+        let page = unix::page_size();
+        // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+        let raw = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANON,
+                -1,
+                0,
             )
         };
-        // The region found is the first that ends above `end`: one starting above it is a
-        // gap, and a failure is the end of the address space; either ends the run.
-        if kr != apple::KERN_SUCCESS || address > end || size == 0 {
-            break;
-        }
-        end = address + size;
+        assert_ne!(raw, libc::MAP_FAILED, "mmap of two pages");
+        let base = NonNull::new(raw.cast::<u8>()).unwrap();
+        assert!(one_mapping_holds(base, 2 * page), "one entry before the split");
+        // SAFETY: within the two-page mapping.
+        let second = unsafe { base.add(page) };
+        // SAFETY: the second page is ours, and nothing reads or writes it.
+        let rc = unsafe { libc::mprotect(second.as_ptr().cast(), page, libc::PROT_READ) };
+        assert_eq!(rc, 0, "mprotect of the second page");
+        assert!(one_mapping_holds(base, page));
+        assert!(!one_mapping_holds(base, page + 1));
+        assert!(!one_mapping_holds(base, 2 * page));
+        // The second page is an entry of its own, starting at its first byte.
+        assert!(one_mapping_holds(second, page));
+        // SAFETY: unmaps exactly what was mapped above, which nothing refers to any more.
+        assert_eq!(unsafe { libc::munmap(raw, 2 * page) }, 0);
     }
-    (end - start) as usize
 }
