@@ -179,22 +179,6 @@ impl Backend for Imp {
             source,
         })
     }
-
-    fn page_size() -> usize {
-        unix::page_size()
-    }
-
-    fn memlock_limit() -> Option<u64> {
-        unix::memlock_limit()
-    }
-
-    fn locked_bytes() -> Option<u64> {
-        unix::locked_bytes()
-    }
-
-    fn address_space_limit() -> Option<u64> {
-        unix::address_space_limit()
-    }
 }
 
 impl Region {

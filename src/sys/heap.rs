@@ -3,7 +3,7 @@
 //! Used on platforms without a native backend, and under Miri and loom so that everything
 //! built on a block can be checked there.
 
-use super::{Backend, Region};
+use super::{Backend, Region, System};
 use crate::error::Error;
 use core::ptr::NonNull;
 use std::alloc::{self, Layout};
@@ -69,7 +69,10 @@ impl Backend for Imp {
                    residency",
         })
     }
+}
 
+/// The portable backend's facts are fixed: it never locks, and knows no system limit.
+impl System for Imp {
     fn page_size() -> usize {
         PAGE
     }

@@ -65,6 +65,11 @@ trait Backend {
     /// Faults every page of `region` in without changing a byte, keeping it locked if
     /// `pinned`.
     fn populate(region: &Region, pinned: bool) -> Result<(), Error>;
+}
+
+/// What the system says about memory, for the policy in `block.rs` and its error messages:
+/// the same for both native backends (`unix::Unix`), fixed for the portable one.
+trait System {
     /// The size of a page, which every region's address and made length are multiples of.
     fn page_size() -> usize;
     /// The soft `RLIMIT_MEMLOCK` in bytes, or `None` when it is unlimited or unknown.
@@ -75,6 +80,15 @@ trait Backend {
     /// The soft `RLIMIT_AS` (`ulimit -v`) in bytes, or `None` when it is unlimited, unknown or
     /// not enforced. For error messages.
     fn address_space_limit() -> Option<u64>;
+}
+
+backend! {
+    native: {
+        use unix::Unix as Sys;
+    }
+    portable: {
+        use imp::Imp as Sys;
+    }
 }
 
 /// Memory that a backend made or adopted: `len` bytes at `ptr`, released on drop.
@@ -136,20 +150,20 @@ pub(crate) fn populate(region: &Region, pinned: bool) -> Result<(), Error> {
 
 /// The size of a page, which every block's address and length are multiples of.
 pub(crate) fn page_size() -> usize {
-    Imp::page_size()
+    Sys::page_size()
 }
 
 /// The soft `RLIMIT_MEMLOCK` in bytes, or `None` when it is unlimited or unknown.
 pub(crate) fn memlock_limit() -> Option<u64> {
-    Imp::memlock_limit()
+    Sys::memlock_limit()
 }
 
 /// How many bytes this process has locked in RAM now, or `None` where the system does not say.
 pub(crate) fn locked_bytes() -> Option<u64> {
-    Imp::locked_bytes()
+    Sys::locked_bytes()
 }
 
 /// The soft `RLIMIT_AS` in bytes, or `None` when it is unlimited, unknown or not enforced.
 pub(crate) fn address_space_limit() -> Option<u64> {
-    Imp::address_space_limit()
+    Sys::address_space_limit()
 }

@@ -1,6 +1,7 @@
 //! What the Linux and Apple backends share: page size, the memory-lock limit, `mlock`.
 
 use crate::ffi::posix;
+use super::System;
 use core::ptr::NonNull;
 use std::io;
 
@@ -79,5 +80,26 @@ pub(crate) fn check(rc: core::ffi::c_int) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// The native backends' facts about memory, read from the system the same way on both.
+pub(super) enum Unix {}
+
+impl System for Unix {
+    fn page_size() -> usize {
+        page_size()
+    }
+
+    fn memlock_limit() -> Option<u64> {
+        memlock_limit()
+    }
+
+    fn locked_bytes() -> Option<u64> {
+        locked_bytes()
+    }
+
+    fn address_space_limit() -> Option<u64> {
+        address_space_limit()
     }
 }
