@@ -11,7 +11,7 @@
 //! The `gpu_` tests use the real driver (`libcuda.so.1`, or what `UNIMEM_CUDA_DRIVER` names,
 //! through the unsafe `Driver::load_from_env`), and skip with the reason printed where there
 //! is none, unless `UNIMEM_REQUIRE_GPU=1` (as gpu/check.sh sets it): then they fail.
-#![cfg(target_os = "linux")]
+#![cfg(all(target_os = "linux", not(miri)))]
 
 #[path = "support/cuda_driver.rs"]
 mod cuda_driver;
