@@ -393,8 +393,8 @@ impl fmt::Debug for Driver {
 
 impl Block {
     /// Registers this block with the system's CUDA driver ([`Driver::load`], which opens
-    /// `libcuda.so.1` only; [`Driver::register`] registers with another): page-locked for DMA and
-    /// mapped into the GPU's address space (`cuMemHostRegister` with `PORTABLE` and
+    /// `libcuda.so.1` only; [`Driver::register`] registers with another): page-locked for
+    /// DMA and mapped into the GPU's address space (`cuMemHostRegister` with `PORTABLE` and
     /// `DEVICEMAP`), until the returned [`Registration`] is dropped.
     ///
     /// Registration pins every page of the block, faulting in those a lazy block has not

@@ -43,7 +43,8 @@
 //!
 //! All off by default: the default build has no dependencies at all. None links a system
 //! library: what one needs is opened at run time with `dlopen`, and a machine without it
-//! builds and runs everything else. On docs.rs, items that need a feature carry a badge that says which.
+//! builds and runs everything else. On docs.rs, items that need a feature carry a badge that
+//! says which.
 //!
 //! | feature | what it enables | what it costs |
 //! |---|---|---|
