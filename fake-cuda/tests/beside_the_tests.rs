@@ -1,7 +1,9 @@
 //! `cargo test` at the workspace root builds the fake driver (this crate's cdylib) beside the
 //! test binaries, where unimem's tests/cuda.rs looks for it first. Cargo builds the cdylib for
 //! a test run only because the library is also an `rlib` that this test links: this file is
-//! what keeps that true.
+//! what keeps that true. (Linux only, as the `cuda` feature is: elsewhere the library has
+//! another name, and nothing looks for it.)
+#![cfg(target_os = "linux")]
 
 #[test]
 fn the_library_is_built_where_the_cuda_tests_look_for_it() {
