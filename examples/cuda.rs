@@ -8,8 +8,10 @@
 //! cargo run --release --features cuda --example cuda -- 256     # 256 MiB
 //! ```
 //!
-//! Prints a markdown table for the README. Without a GPU it says so and exits 0; it exits 1 if
-//! any word the GPU wrote or copied is wrong.
+//! Prints a markdown table for the README. Without a GPU it says so and exits 0, or 1 where
+//! `UNIMEM_REQUIRE_GPU=1` (as gpu/check.sh sets it); it exits 1 if any word the GPU wrote or
+//! copied is wrong. The driver is `libcuda.so.1`, or the library `UNIMEM_CUDA_DRIVER` names
+//! (a driver outside the loader's search path; .ci/run points it at the fake driver).
 
 #[cfg(target_os = "linux")]
 #[path = "../tests/support/cuda_driver.rs"]
@@ -50,8 +52,14 @@ mod linux {
             }
         };
         let size = mib << 20;
-        let driver = match Driver::load() {
+        // SAFETY: UNIMEM_CUDA_DRIVER, where set, names a CUDA driver: it is the choice of
+        // whoever runs this program, and nothing in it sets variables.
+        let driver = match unsafe { Driver::load_from_env() } {
             Ok(driver) => driver,
+            Err(why) if std::env::var_os("UNIMEM_REQUIRE_GPU").is_some_and(|v| v == "1") => {
+                eprintln!("UNIMEM_REQUIRE_GPU=1, but there is no usable GPU: {why}");
+                return ExitCode::FAILURE;
+            }
             Err(why) => {
                 println!("No GPU here, so nothing to show: {why}");
                 return ExitCode::SUCCESS;
@@ -102,7 +110,10 @@ mod linux {
         let words = tape.take(size, 4096).expect("the whole tape").as_ptr();
         let count = size / 4;
         let offset = tape.offset_of(words).unwrap();
-        let registration = tape.block().register_cuda().expect("register the block");
+        let registration = calls
+            .driver
+            .register(tape.block())
+            .expect("register the block");
         // SAFETY: the GPU writes the taken range, which no reference covers; the CPU reads it
         // only after the synchronisation.
         unsafe {
@@ -215,7 +226,7 @@ mod linux {
                 .open(size)
                 .expect("open the block");
             let opened = start.elapsed();
-            let registration = block.register_cuda().expect("register the block");
+            let registration = calls.driver.register(&block).expect("register the block");
             let setup = start.elapsed();
             let (to_gpu, from_gpu) = copies(calls, device, block.as_ptr(), size);
             drop(registration);

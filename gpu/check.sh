@@ -15,7 +15,10 @@
 #        run  command: "bash gpu/check.sh"   carry: [".gpu-bin"]   timeout_s: 300
 #
 #    It prints the machine, the test results and the example's table, and leaves the same
-#    output in $OUT/check.txt. It exits non-zero if a test or the example's GPU check fails.
+#    output in $OUT/check.txt. It exits non-zero if a test or the example's GPU check fails,
+#    and if there is no usable GPU: it sets UNIMEM_REQUIRE_GPU=1, which turns the skips of the
+#    gpu_ tests and of the example into failures (.ci/run checks that, with no driver, this
+#    script fails).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=.gpu-bin
@@ -25,11 +28,11 @@ if [ "${1:-}" = prepare ]; then
     cargo build --release --features cuda --example cuda
     tests=$(cargo test --release --no-run --features cuda --test cuda --message-format=json |
         sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
-    cargo build --release -p fake-cuda --target-dir target/fake-cuda
+    cargo build --release -p fake-cuda
     rm -rf "$bin" && mkdir -p "$bin"
     cp target/release/examples/cuda "$bin/cuda-example"
     cp "$tests" "$bin/cuda-tests"
-    cp target/fake-cuda/release/libfake_cuda.so "$bin/"
+    cp target/release/libfake_cuda.so "$bin/"
     strip --strip-debug "$bin/cuda-example" "$bin/cuda-tests" 2>/dev/null || true
     du -sh "$bin"/*
     echo "ready: now run \`bash gpu/check.sh\` on the GPU machine with carry [\"$bin\"]"
@@ -44,7 +47,9 @@ check() {
     echo "=== machine"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no nvidia-smi"
     echo "kernel $(uname -r), $(nproc) CPUs, $(ldd --version | head -n 1)"
-    # The driver is usually on the loader's path; if not, point unimem at it.
+    # The driver is usually on the loader's path; if not, point the tests and the example at it
+    # (they open it with the unsafe Driver::load_from_env; the safe Driver::load never reads
+    # the variable).
     local on_path= dir
     ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 ' && on_path=yes
     IFS=: read -ra dirs <<<"${LD_LIBRARY_PATH:-}"
@@ -61,6 +66,8 @@ check() {
     ldd "$bin/cuda-tests" | grep 'not found' && echo "the binaries need libraries this machine lacks"
 
     export UNIMEM_FAKE_CUDA="$PWD/$bin/libfake_cuda.so"
+    # No GPU is a failure here, not a skip: this is the check that the GPU works.
+    export UNIMEM_REQUIRE_GPU=1
     status=0
     echo
     echo "=== tests/cuda.rs (the gpu_ tests use the real driver; the others the fake)"

@@ -4,8 +4,10 @@
 //! Enabled by the `cuda` feature (off by default), on Linux only: elsewhere the feature does
 //! nothing, so a crate may enable it unconditionally. Nothing links against CUDA: the driver,
 //! `libcuda.so.1`, is opened with `dlopen` the first time it is asked for, and a machine
-//! without it builds and runs everything else. Set `UNIMEM_CUDA_DRIVER` to a path to open
-//! another library instead (a driver outside the loader's search path, or a test double).
+//! without it builds and runs everything else. The safe [`Driver::load`] (and so
+//! [`Block::register_cuda`]) opens only `libcuda.so.1`, through the loader's search path; a
+//! driver elsewhere (or a test double) is opened with the unsafe [`Driver::load_from`], or
+//! [`Driver::load_from_env`] for a path in the environment variable `UNIMEM_CUDA_DRIVER`.
 //!
 //! [`Block::register_cuda`] page-locks the block for DMA (with physical addresses fixed while
 //! it is registered, which `mlock` alone does not promise) and maps it into the GPU's address
@@ -105,8 +107,8 @@ pub enum Error {
     /// The driver library could not be opened: no NVIDIA driver is installed, or it is not
     /// where the loader looks.
     NoDriver {
-        /// The library that was looked for: `libcuda.so.1`, or what `UNIMEM_CUDA_DRIVER` or
-        /// [`Driver::load_from`] named.
+        /// The library that was looked for: `libcuda.so.1`, or what [`Driver::load_from`] or
+        /// `UNIMEM_CUDA_DRIVER` ([`Driver::load_from_env`]) named.
         library: String,
         /// What the loader said (`dlerror`), or which entry point was missing.
         reason: String,
@@ -147,15 +149,16 @@ impl fmt::Display for Error {
             Error::NoDriver { library, reason } => write!(
                 f,
                 "the CUDA driver could not be loaded from {library:?} ({reason}): install the \
-                 NVIDIA driver, or set {var} to the path of its libcuda.so.1 if it is \
-                 installed outside the loader's search path",
+                 NVIDIA driver; if it is installed outside the loader's search path, add its \
+                 directory to LD_LIBRARY_PATH, or open its libcuda.so.1 with \
+                 Driver::load_from (or Driver::load_from_env and {var})",
                 var = sys::LIBRARY_VARIABLE,
             ),
             Error::DriverTooOld { library, version } => write!(
                 f,
                 "the CUDA driver {library:?} supports CUDA {}.{}; unimem needs CUDA {}.{} or \
-                 newer (NVIDIA driver 450 or later): update the driver, or set {var} to a newer \
-                 one",
+                 newer (NVIDIA driver 450 or later): update the driver, or open a newer one \
+                 with Driver::load_from (or Driver::load_from_env and {var})",
                 version / 1000,
                 version % 1000 / 10,
                 sys::MIN_VERSION / 1000,
@@ -264,18 +267,23 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// The driver named by the environment variable `UNIMEM_CUDA_DRIVER` (a path, or a name
-    /// for the loader to search), or else `libcuda.so.1`, opened and initialised (`cuInit`) on
-    /// the first call. Later calls return the same driver, or the same error.
+    /// The system's CUDA driver, `libcuda.so.1`, found through the loader's search path
+    /// (`LD_LIBRARY_PATH`, the `ldconfig` cache, the default directories), opened and
+    /// initialised (`cuInit`) on the first call. Later calls return the same driver, or the
+    /// same error.
+    ///
+    /// Nothing else is ever opened here: the environment variable `UNIMEM_CUDA_DRIVER` is
+    /// read only by the unsafe [`load_from_env`](Driver::load_from_env), since safe code can
+    /// set a variable in this process, and a library that is not a driver would be called as
+    /// one.
     ///
     /// # Errors
     /// [`Error::NoDriver`] when the library cannot be opened or is not a CUDA driver,
     /// [`Error::DriverTooOld`] below CUDA 11.0, [`Error::NoDevice`] when `cuInit` finds no
     /// GPU, [`Error::Refused`] when `cuInit` fails otherwise.
     ///
-    /// Opening a library runs its code. `libcuda.so.1` is the system's NVIDIA driver;
-    /// `UNIMEM_CUDA_DRIVER` is trusted as `LD_LIBRARY_PATH` and `LD_PRELOAD` are: whoever sets
-    /// the environment already chooses what code the process runs.
+    /// Opening a library runs its code: `libcuda.so.1` is the system's NVIDIA driver, found
+    /// where the loader finds every other system library.
     ///
     /// ```
     /// match unimem::cuda::Driver::load() {
@@ -308,6 +316,35 @@ impl Driver {
         Ok(Driver {
             // SAFETY: the caller's promise.
             library: unsafe { sys::load(path.as_ref().as_os_str()) }?,
+        })
+    }
+
+    /// The driver library named by the environment variable `UNIMEM_CUDA_DRIVER` (a path, or
+    /// a name for the loader to search), read at this call, or `libcuda.so.1` when it is unset
+    /// or empty: for a driver outside the loader's search path, or a test double, chosen by
+    /// whoever runs the program. Opened as [`load_from`](Driver::load_from) opens it.
+    ///
+    /// # Safety
+    /// As for [`load_from`](Driver::load_from), for what the variable names when this is
+    /// called: a CUDA driver library, or nothing. Any code in the process may have set the
+    /// variable (`std::env::set_var` is safe in edition 2021), so call this only where the
+    /// environment is the user's own choice, in a program's `main` or a test, never in a
+    /// library on behalf of its callers.
+    ///
+    /// # Errors
+    /// As for [`load`](Driver::load).
+    ///
+    /// ```
+    /// // SAFETY: UNIMEM_CUDA_DRIVER, where set, names a CUDA driver: the user's own choice.
+    /// match unsafe { unimem::cuda::Driver::load_from_env() } {
+    ///     Ok(driver) => println!("CUDA {} at {}", driver.version(), driver.path()),
+    ///     Err(why) => println!("no GPU here: {why}"),
+    /// }
+    /// ```
+    pub unsafe fn load_from_env() -> Result<Driver, Error> {
+        Ok(Driver {
+            // SAFETY: the caller's promise.
+            library: unsafe { sys::load_from_environment() }?,
         })
     }
 
@@ -355,8 +392,9 @@ impl fmt::Debug for Driver {
 }
 
 impl Block {
-    /// Registers this block with the CUDA driver ([`Driver::load`]): page-locked for DMA and
-    /// mapped into the GPU's address space (`cuMemHostRegister` with `PORTABLE` and
+    /// Registers this block with the system's CUDA driver ([`Driver::load`], which opens
+    /// `libcuda.so.1` only; [`Driver::register`] registers with another): page-locked for
+    /// DMA and mapped into the GPU's address space (`cuMemHostRegister` with `PORTABLE` and
     /// `DEVICEMAP`), until the returned [`Registration`] is dropped.
     ///
     /// Registration pins every page of the block, faulting in those a lazy block has not

@@ -8,8 +8,10 @@
 //!
 //! - [`Block`]: shareable memory, pinned in RAM where the system allows it, with an address
 //!   that never changes until drop.
-//! - [`Tape`]: a lock-free bump allocator over a Block: `take` is one atomic step, `clear`
-//!   rewinds everything at once, and per-thread [`Lane`]s take without any atomic at all.
+//! - [`Tape`]: a lock-free bump allocator over a Block: `take` hands out pieces of a chunk
+//!   that the calling thread claimed from the shared cursor with one atomic step, so takes
+//!   from many threads neither lock nor share a cache line; `clear` rewinds everything at
+//!   once; a [`Lane`] gives the thread that holds one an even shorter path.
 //! - [`Grid`]: `N` cells of `CELL` bytes in one Block, taken and given back lock-free; a
 //!   [`Cell`] returns itself when dropped, and a per-thread [`Stash`] batches the traffic.
 //!
@@ -35,6 +37,24 @@
 //! assert_eq!(out, &[1.0, -2.0, 4.0]);
 //! tape.clear(); // O(1); `weights` and `out` can no longer be used, and the compiler knows it
 //! # Ok::<(), unimem::Error>(())
+//! ```
+//!
+//! # Features
+//!
+//! All off by default: the default build has no dependencies at all. None links a system
+//! library: what one needs is opened at run time with `dlopen`, and a machine without it
+//! builds and runs everything else. On docs.rs, items that need a feature carry a badge that
+//! says which.
+//!
+//! | feature | what it enables | what it costs |
+//! |---|---|---|
+//! | `allocator-api2` | `allocator_api2::alloc::Allocator` for `&Tape`: `Vec`, `HashMap` and other collections on a tape (`Vec::new_in(&tape)`) | one dependency, the `allocator-api2` crate, 0.2 (no dependencies of its own) |
+//! | `cuda` | the `cuda` module: register a [`Block`] with the NVIDIA driver, for the GPU to read and write it in place (Linux; elsewhere the feature does nothing) | no dependency; `libcuda.so.1` opened at run time, when first asked for |
+//! | `ucx` | the `ucx` module: register blocks with UCX for one-sided put/get between processes and machines | no dependency; `libucp` opened at run time |
+//!
+//! ```toml
+//! [dependencies]
+//! unimem = { version = "0.1", features = ["allocator-api2"] }
 //! ```
 //!
 //! # What "pinned" and "shared" mean here

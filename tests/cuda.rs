@@ -1,20 +1,23 @@
 //! `unimem::cuda` against a fake driver, and against the real one where there is a GPU.
 //!
 //! The fake (`fake-cuda/`, a cdylib of this workspace) implements the entry points the binding
-//! calls, checks their arguments and counts the calls. Its path comes from `UNIMEM_FAKE_CUDA`
-//! (as `.ci/run` sets it); without that, the tests build it with cargo on first use. Each test
+//! calls, checks their arguments and counts the calls. `cargo test` at the root builds it
+//! (fake-cuda is a default member of the workspace) beside the test binaries, where the tests
+//! find it; `UNIMEM_FAKE_CUDA` names another copy (as gpu/check.sh does); and where neither is
+//! there (`cargo test -p unimem`), the tests build it with cargo on first use. Each test
 //! opens its own copy of the library, so each has a driver of its own and counters nobody
 //! else touches, under any `--test-threads`.
 //!
-//! The `gpu_` tests use the real driver (`libcuda.so.1`, or `UNIMEM_CUDA_DRIVER`), and skip
-//! with the reason printed where there is none.
-#![cfg(target_os = "linux")]
+//! The `gpu_` tests use the real driver (`libcuda.so.1`, or what `UNIMEM_CUDA_DRIVER` names,
+//! through the unsafe `Driver::load_from_env`), and skip with the reason printed where there
+//! is none, unless `UNIMEM_REQUIRE_GPU=1` (as gpu/check.sh sets it): then they fail.
+#![cfg(all(target_os = "linux", not(miri)))]
 
 #[path = "support/cuda_driver.rs"]
 mod cuda_driver;
 
 use cuda_driver::{Calls, PrimaryContext, check};
-use std::ffi::{CStr, CString, c_char, c_void};
+use std::ffi::{CStr, CString, OsStr, c_char, c_void};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,15 +27,34 @@ use unimem::cuda::{Driver, Error, Registration};
 use unimem::share::ReadOnlyBlock;
 use unimem::{Block, Grid, Pinning, Tape};
 
-/// The fake driver library: `$UNIMEM_FAKE_CUDA`, or built now into `target/fake-cuda`.
+/// The fake driver library: `$UNIMEM_FAKE_CUDA`; or the one `cargo test` built beside this
+/// test binary; or else built now, with cargo, into a target directory of its own.
 fn fake_library() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         if let Some(path) = std::env::var_os("UNIMEM_FAKE_CUDA") {
             return PathBuf::from(path);
         }
+        // This binary is `<target>/<profile>/deps/cuda-<hash>`; a workspace `cargo test`
+        // builds the cdylib into the same `deps/` (and `cargo build` copies it up to
+        // `<target>/<profile>/`). Found by path, not by cargo, so that the binary also finds
+        // it when run directly (as an unprivileged user in .ci/run).
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let deps = exe.parent().expect("<target>/<profile>/deps");
+        let profile_dir = deps.parent().unwrap_or(deps);
+        let beside = deps.join("libfake_cuda.so");
+        for candidate in [&beside, &profile_dir.join("libfake_cuda.so")] {
+            if candidate.is_file() {
+                return candidate.clone();
+            }
+        }
+        // Not built by this cargo run (`cargo test -p unimem`): build it now, into a target
+        // directory of its own, since the running cargo may hold this one's lock.
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let target = root.join("target").join("fake-cuda");
+        let target = profile_dir
+            .parent()
+            .unwrap_or(profile_dir)
+            .join("fake-cuda");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(&cargo)
             .args(["build", "--quiet", "-p", "fake-cuda", "--target-dir"])
@@ -42,8 +64,11 @@ fn fake_library() -> &'static Path {
         match status {
             Ok(status) if status.success() => target.join("debug").join("libfake_cuda.so"),
             other => panic!(
-                "could not build the fake CUDA driver with `{} build -p fake-cuda` ({other:?}): \
-                 build it yourself and set UNIMEM_FAKE_CUDA to the path of libfake_cuda.so",
+                "the fake CUDA driver is not at {} and could not be built with `{} build -p \
+                 fake-cuda` ({other:?}): run `cargo test` at the workspace root, which builds \
+                 it there, or build it yourself and set UNIMEM_FAKE_CUDA to the path of \
+                 libfake_cuda.so",
+                beside.display(),
                 cargo.to_string_lossy()
             ),
         }
@@ -635,43 +660,42 @@ fn a_missing_driver_names_the_library_and_the_variable() {
     );
 }
 
-#[test]
-fn the_default_driver_is_libcuda_or_what_the_variable_names() {
-    match (Driver::load(), std::env::var_os("UNIMEM_CUDA_DRIVER")) {
-        (Ok(driver), _) => println!("a driver is installed here: {driver:?}"),
-        (Err(Error::NoDriver { library, .. }), None) => assert_eq!(library, "libcuda.so.1"),
-        (Err(Error::NoDriver { library, .. }), Some(variable)) => {
-            assert_eq!(library, variable.to_string_lossy())
-        }
-        (Err(other), _) => println!("a driver is installed here, without a GPU: {other}"),
+/// Runs the tests that `filter` selects in a new process of this test binary, with the
+/// environment variables `env` set (and the fake's path passed on), and returns whether it
+/// succeeded and its output.
+fn run_tests_in_child(filter: &str, exact: bool, env: &[(&str, &OsStr)]) -> (bool, String) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.arg(filter);
+    if exact {
+        command.args(["--exact", "--ignored"]);
     }
+    command
+        .args(["--nocapture", "--test-threads=1"])
+        .env("UNIMEM_FAKE_CUDA", fake_library())
+        .env_remove("UNIMEM_REQUIRE_GPU");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
 }
 
 /// Runs one of the `child_` tests below in a new process of this test binary, with
 /// `UNIMEM_CUDA_DRIVER` set to `driver`, and returns its output.
 fn run_child(test: &str, driver: &Path) -> String {
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            test,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("UNIMEM_CUDA_DRIVER", driver)
-        .env("UNIMEM_FAKE_CUDA", fake_library())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{test} failed:\n{text}");
+    let (success, text) =
+        run_tests_in_child(test, true, &[("UNIMEM_CUDA_DRIVER", driver.as_os_str())]);
+    assert!(success, "{test} failed:\n{text}");
     assert!(text.contains("1 passed"), "{test} did not run:\n{text}");
     text
 }
 
 #[test]
-fn the_variable_selects_the_driver() {
+fn the_variable_selects_the_driver_only_through_the_unsafe_load_from_env() {
     let (path, _) = fresh_copy(&[]);
+    run_child("child_safe_load_ignores_the_variable", &path);
     run_child(
         "child_registers_through_the_driver_the_variable_names",
         &path,
@@ -684,11 +708,46 @@ fn the_variable_selects_the_driver() {
 }
 
 #[test]
-#[ignore = "run by the_variable_selects_the_driver, in a process of its own"]
+#[ignore = "run by the_variable_selects_the_driver_only_through_the_unsafe_load_from_env"]
+fn child_safe_load_ignores_the_variable() {
+    let variable = std::env::var("UNIMEM_CUDA_DRIVER").unwrap();
+    assert!(variable.contains("unimem-fake-cuda"), "{variable}");
+    let block = small_block(4096);
+    // Whether this machine has a driver or not, the safe calls open libcuda.so.1 and never
+    // the library the variable names (the fake, which would register anything).
+    match Driver::load() {
+        Ok(driver) => {
+            assert_eq!(driver.path(), "libcuda.so.1");
+            assert!(
+                driver.symbol(c"fake_cuda_get").is_none(),
+                "the fake was opened"
+            );
+        }
+        Err(Error::NoDriver { library, .. }) => assert_eq!(library, "libcuda.so.1"),
+        Err(other) => println!("a driver is installed here, without a GPU: {other}"),
+    }
+    match block.register_cuda() {
+        Ok(registration) => {
+            assert_eq!(registration.driver().path(), "libcuda.so.1");
+            assert!(registration.driver().symbol(c"fake_cuda_get").is_none());
+        }
+        Err(Error::NoDriver { library, .. }) => assert_eq!(library, "libcuda.so.1"),
+        Err(other) => println!("a driver is installed here, without a GPU: {other}"),
+    }
+    // The unsafe call does read it.
+    // SAFETY: the variable names a copy of the fake driver (the parent test's).
+    let driver = unsafe { Driver::load_from_env() }.unwrap();
+    assert_eq!(driver.path(), variable);
+}
+
+#[test]
+#[ignore = "run by the_variable_selects_the_driver_only_through_the_unsafe_load_from_env"]
 fn child_registers_through_the_driver_the_variable_names() {
     let variable = std::env::var("UNIMEM_CUDA_DRIVER").unwrap();
     let block = small_block(4096);
-    let registration = block.register_cuda().unwrap();
+    // SAFETY: the variable names a copy of the fake driver (the parent test's).
+    let driver = unsafe { Driver::load_from_env() }.unwrap();
+    let registration = driver.register(&block).unwrap();
     let driver = registration.driver();
     assert_eq!(driver.path(), variable);
     assert!(driver.symbol(c"fake_cuda_get").is_some(), "not the fake");
@@ -696,14 +755,48 @@ fn child_registers_through_the_driver_the_variable_names() {
 }
 
 #[test]
-#[ignore = "run by the_variable_selects_the_driver, in a process of its own"]
+#[ignore = "run by the_variable_selects_the_driver_only_through_the_unsafe_load_from_env"]
 fn child_reports_the_missing_driver_the_variable_names() {
     let variable = std::env::var("UNIMEM_CUDA_DRIVER").unwrap();
-    let block = small_block(4096);
-    match block.register_cuda() {
+    // SAFETY: the variable names a path where there is no library.
+    match unsafe { Driver::load_from_env() } {
         Err(Error::NoDriver { library, .. }) => assert_eq!(library, variable),
         other => panic!("expected NoDriver, got {other:?}"),
     }
+}
+
+#[test]
+fn with_no_driver_the_device_tests_skip_aloud_or_fail_when_required() {
+    let missing = OsStr::new("/nonexistent/unimem-test/libcuda.so.1");
+    let (success, text) = run_tests_in_child("gpu_", false, &[("UNIMEM_CUDA_DRIVER", missing)]);
+    assert!(
+        success,
+        "without UNIMEM_REQUIRE_GPU the gpu_ tests skip:\n{text}"
+    );
+    assert!(text.contains("skipped: no GPU here"), "{text}");
+    assert!(
+        text.contains("4 passed"),
+        "the four gpu_ tests ran:\n{text}"
+    );
+
+    let (success, text) = run_tests_in_child(
+        "gpu_",
+        false,
+        &[
+            ("UNIMEM_CUDA_DRIVER", missing),
+            ("UNIMEM_REQUIRE_GPU", OsStr::new("1")),
+        ],
+    );
+    assert!(
+        !success,
+        "with UNIMEM_REQUIRE_GPU=1 a missing GPU fails:\n{text}"
+    );
+    assert!(text.contains("4 failed"), "every gpu_ test failed:\n{text}");
+    assert!(text.contains("UNIMEM_REQUIRE_GPU"), "{text}");
+    assert!(
+        text.contains("/nonexistent/unimem-test/libcuda.so.1"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -738,13 +831,23 @@ fn no_leaks_over_ten_thousand_registrations() {
     assert_eq!(fake.get("depth"), 0);
 }
 
-/// The real driver, or `None` (with the reason printed) where there is no GPU.
+/// The real driver (`libcuda.so.1`, or what `UNIMEM_CUDA_DRIVER` names), or `None` (with the
+/// reason printed) where there is no GPU; a panic instead where `UNIMEM_REQUIRE_GPU=1`
+/// (gpu/check.sh), so that a GPU check without a GPU cannot pass.
 fn gpu() -> Option<(Driver, Calls)> {
-    match Driver::load() {
+    // SAFETY: UNIMEM_CUDA_DRIVER, where set, names a CUDA driver: whoever runs the tests sets
+    // it (gpu/check.sh, .ci/run with the fake driver).
+    match unsafe { Driver::load_from_env() } {
         Ok(driver) => Some((driver, Calls::new(driver))),
+        Err(why) if std::env::var_os("UNIMEM_REQUIRE_GPU").is_some_and(|v| v == "1") => {
+            panic!("UNIMEM_REQUIRE_GPU=1, but there is no usable GPU: {why}")
+        }
         Err(why) => {
             // Straight to stderr, past the test harness's capture, so that the skip shows.
-            let _ = writeln!(std::io::stderr(), "skipped: no GPU here: {why}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: no GPU here (set UNIMEM_REQUIRE_GPU=1 to fail instead): {why}"
+            );
             None
         }
     }

@@ -1,7 +1,8 @@
-//! Turns the estimates of the last `cargo bench` run into the README's benchmark table.
+//! Turns the estimates of the last `cargo bench -p unimem-bench` run into the README's
+//! benchmark table.
 //!
 //! ```text
-//! cargo bench                                   # all groups, about 8 minutes here
+//! cargo bench -p unimem-bench                   # all groups, about 8 minutes here
 //! cargo run -p unimem-bench --bin bench_table   # print the table and the targets
 //! cargo run -p unimem-bench --bin bench_table -- --write README.md
 //! ```
@@ -214,7 +215,7 @@ fn main() {
     }
     if !root.is_dir() {
         eprintln!(
-            "no criterion results under {}: run `cargo bench` first",
+            "no criterion results under {}: run `cargo bench -p unimem-bench` first",
             root.display()
         );
         process::exit(1);

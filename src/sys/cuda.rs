@@ -17,7 +17,7 @@ use core::ffi::{CStr, c_char, c_int, c_void};
 use core::ptr::{self, NonNull};
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 pub(crate) use cu::{
     CUDA_ERROR_CONTEXT_IS_DESTROYED, CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED,
@@ -26,9 +26,11 @@ pub(crate) use cu::{
     CUDA_ERROR_NOT_PERMITTED, CUDA_ERROR_NOT_SUPPORTED, CUDA_ERROR_OUT_OF_MEMORY,
 };
 
-/// The library opened when [`LIBRARY_VARIABLE`] is not set: the driver's soname.
+/// The driver's soname: the only library the safe `Driver::load` opens, through the loader's
+/// search path.
 pub(crate) const DEFAULT_LIBRARY: &str = "libcuda.so.1";
-/// The environment variable that names another driver library (a path, or a soname).
+/// The environment variable that names another driver library (a path, or a soname), read
+/// only by the unsafe `Driver::load_from_env`.
 pub(crate) const LIBRARY_VARIABLE: &str = "UNIMEM_CUDA_DRIVER";
 /// The oldest driver API accepted, as `cuDriverGetVersion` reports it: CUDA 11.0, the first
 /// with every `_v2` entry point looked up below (`cuDevicePrimaryCtxRelease_v2` is the newest).
@@ -99,16 +101,26 @@ unsafe impl Sync for Library {}
 type Loaded = Vec<(OsString, Result<&'static Library, LoadFailure>)>;
 static LOADED: Mutex<Loaded> = Mutex::new(Vec::new());
 
-/// The driver named by [`LIBRARY_VARIABLE`], or [`DEFAULT_LIBRARY`], opened once.
+/// The system's driver, [`DEFAULT_LIBRARY`], opened once. The environment is not read: a
+/// library named there is opened only by [`load_from_environment`], which is unsafe.
 pub(crate) fn load_default() -> Result<&'static Library, LoadFailure> {
-    static DEFAULT: OnceLock<OsString> = OnceLock::new();
-    let name = DEFAULT.get_or_init(|| match std::env::var_os(LIBRARY_VARIABLE) {
+    // SAFETY: the NVIDIA driver's soname, found on the loader's search path: the system's
+    // driver, or nothing.
+    unsafe { load(OsStr::new(DEFAULT_LIBRARY)) }
+}
+
+/// The library [`LIBRARY_VARIABLE`] names (read now), or [`DEFAULT_LIBRARY`] when it is unset
+/// or empty.
+///
+/// # Safety
+/// What the variable names is a CUDA driver library, or nothing (as for `load`).
+pub(crate) unsafe fn load_from_environment() -> Result<&'static Library, LoadFailure> {
+    let name = match std::env::var_os(LIBRARY_VARIABLE) {
         Some(path) if !path.is_empty() => path,
         _ => OsString::from(DEFAULT_LIBRARY),
-    });
-    // SAFETY: the system's driver, or the library the environment names, which is trusted
-    // as LD_LIBRARY_PATH and LD_PRELOAD are (see `Driver::load`).
-    unsafe { load(name) }
+    };
+    // SAFETY: the caller's promise.
+    unsafe { load(&name) }
 }
 
 /// The driver library at `name` (a path, or a soname the loader searches for), opened and

@@ -42,6 +42,7 @@ fn dangling(layout: Layout) -> NonNull<[u8]> {
     NonNull::slice_from_raw_parts(ptr, 0)
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "allocator-api2")))]
 /// Collections on a tape, with the [`allocator-api2`](allocator_api2) crate (feature
 /// `allocator-api2`, off by default): `allocator_api2::vec::Vec::new_in(&tape)`,
 /// `hashbrown::HashMap::new_in(&tape)`.

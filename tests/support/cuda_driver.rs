@@ -10,6 +10,8 @@ use unimem::cuda::Driver;
 pub type Context = *mut c_void;
 
 pub struct Calls {
+    /// The driver the calls were looked up in, which registrations go through too.
+    pub driver: Driver,
     pub device_get: unsafe extern "C" fn(*mut c_int, c_int) -> c_int,
     pub device_get_name: unsafe extern "C" fn(*mut u8, c_int, c_int) -> c_int,
     pub primary_ctx_retain: unsafe extern "C" fn(*mut Context, c_int) -> c_int,
@@ -46,6 +48,7 @@ impl Calls {
         // cuda.h maps the plain name to `_v2`).
         unsafe {
             Calls {
+                driver,
                 device_get: lookup(driver, c"cuDeviceGet"),
                 device_get_name: lookup(driver, c"cuDeviceGetName"),
                 primary_ctx_retain: lookup(driver, c"cuDevicePrimaryCtxRetain"),
