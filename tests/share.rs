@@ -895,12 +895,15 @@ mod apple {
 
     /// Sizes from one page to several GiB, each seen whole through a port: its length (equal
     /// on both sides, also on an Intel Mac, whose pages are 4 KiB while IOSurface may round
-    /// up further) and its first and last bytes. Unpinned and lazy, so the runner's RAM
-    /// need not hold them: only the pages touched are ever made.
+    /// up further) and its first and last bytes. Unpinned and lazy on both sides (macOS's
+    /// lock limit is unlimited, so the default best effort could wire a receiver whole), so
+    /// the runner's RAM need not hold them: only the pages touched are ever made.
     #[test]
     fn sizes_from_a_page_to_gibibytes_cross_a_port() {
         let page = page();
-        let max = (4usize << 30) - page;
+        // IOSurface's 32-bit allocation size, less the 16 KiB it may round up by.
+        let max = (4usize << 30) - (16 << 10);
+        let unpinned = Block::options().pinning(Pinning::Off).clone();
         for len in [page, 3 * page, 1 << 20, 64 << 20, 1 << 30, 3 << 30, max] {
             let block = Block::options()
                 .pinning(Pinning::Off)
@@ -918,7 +921,8 @@ mod apple {
             }
             let port = block.mach_port().unwrap();
             // SAFETY: both blocks are used through raw pointers, one at a time.
-            let other = unsafe { Block::from_mach_port(&port) }.unwrap();
+            let other = unsafe { unpinned.open_mach_port(&port) }.unwrap();
+            assert!(!other.is_pinned(), "the receiver of open({len})");
             assert_eq!(
                 other.len(),
                 block.len(),
@@ -934,16 +938,29 @@ mod apple {
                 );
             }
         }
-        match Block::open(max + 1) {
-            Err(unimem::Error::TooLarge {
-                requested,
-                max: limit,
-            }) => {
-                assert_eq!((requested, limit), (max + 1, max));
-                let text = Block::open(max + 1).unwrap_err().to_string();
-                assert!(!text.contains("IOSurfaceGetBaseAddress"), "{text}");
+        assert_eq!(
+            Block::options()
+                .pinning(Pinning::Off)
+                .open(max)
+                .unwrap()
+                .len(),
+            max
+        );
+        // The caller's length, not the one rounded to pages, is what the error names. 4 GiB
+        // less 4 KiB is an Intel Mac's page-rounded length that IOSurface's 16 KiB rounding
+        // would take to 4 GiB, past 32 bits.
+        for asked in [max + 1, (4usize << 30) - 4096, 4 << 30] {
+            match Block::open(asked) {
+                Err(unimem::Error::TooLarge {
+                    requested,
+                    max: limit,
+                }) => {
+                    assert_eq!((requested, limit), (asked, max));
+                    let text = Block::open(asked).unwrap_err().to_string();
+                    assert!(!text.contains("IOSurfaceGetBaseAddress"), "{text}");
+                }
+                other => panic!("open({asked}): expected TooLarge, got {other:?}"),
             }
-            other => panic!("open(4 GiB): expected TooLarge, got {other:?}"),
         }
     }
 

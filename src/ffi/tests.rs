@@ -82,6 +82,11 @@ const _: () = {
     // 5 words, a 64-bit offset, a word, a short, padded to 4), and so its word count, 9.
     assert!(size_of::<apple::vm_region_basic_info_64>() == 36);
     assert!(apple::VM_REGION_BASIC_INFO_COUNT_64 == 9);
+    same_integer!(apple::vm_prot_t, libc::vm_prot_t);
+    same_constant!(apple::VM_PROT_READ, libc::VM_PROT_READ);
+    same_constant!(apple::VM_PROT_WRITE, libc::VM_PROT_WRITE);
+    same_constant!(apple::RLIMIT_AS, libc::RLIMIT_AS);
+    same_constant!(apple::_SC_PHYS_PAGES, libc::_SC_PHYS_PAGES);
 };
 
 #[cfg(target_os = "linux")]
