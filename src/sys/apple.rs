@@ -373,17 +373,27 @@ fn task_self() -> apple::mach_port_t {
 }
 
 /// What a failed `IOSurfaceLock` means, for `Error::OutOfMemory`: the kernel's and IOKit's
-/// "no memory" and "no room in the address space" codes (`mach/kern_return.h`,
-/// `IOKit/IOReturn.h`) are a lack of memory, anything else a plain failure.
+/// "no memory", "no room" and "mapping failed" codes (`mach/kern_return.h`,
+/// `IOKit/IOReturn.h`; XNU refuses a mapping past `RLIMIT_AS` with `KERN_NO_SPACE`) are a lack
+/// of memory or address space, anything else a plain failure.
 fn lock_error_kind(kr: apple::kern_return_t) -> io::ErrorKind {
     const KERN_NO_SPACE: apple::kern_return_t = 3;
     const KERN_RESOURCE_SHORTAGE: apple::kern_return_t = 6;
-    const IO_RETURN_NO_MEMORY: apple::kern_return_t = 0xe000_02bd_u32 as i32;
-    const IO_RETURN_NO_SPACE: apple::kern_return_t = 0xe000_02be_u32 as i32;
+    /// `iokit_common_err(code)`: IOKit's system (0x38) in the top six bits, then the code.
+    const fn iokit(code: u32) -> apple::kern_return_t {
+        (0xe000_0000 | code) as apple::kern_return_t
+    }
+    const IO_RETURN_NO_MEMORY: apple::kern_return_t = iokit(0x2bd);
+    const IO_RETURN_NO_RESOURCES: apple::kern_return_t = iokit(0x2be);
+    const IO_RETURN_VM_ERROR: apple::kern_return_t = iokit(0x2c8);
+    const IO_RETURN_NO_SPACE: apple::kern_return_t = iokit(0x2db);
     match kr {
-        KERN_NO_SPACE | KERN_RESOURCE_SHORTAGE | IO_RETURN_NO_MEMORY | IO_RETURN_NO_SPACE => {
-            io::ErrorKind::OutOfMemory
-        }
+        KERN_NO_SPACE
+        | KERN_RESOURCE_SHORTAGE
+        | IO_RETURN_NO_MEMORY
+        | IO_RETURN_NO_RESOURCES
+        | IO_RETURN_VM_ERROR
+        | IO_RETURN_NO_SPACE => io::ErrorKind::OutOfMemory,
         _ => io::ErrorKind::Other,
     }
 }
