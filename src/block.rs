@@ -48,7 +48,8 @@ pub enum Pinning {
     Required,
     /// Pin if the system allows it; otherwise open an unpinned block. The default.
     /// [`Block::is_pinned`] tells which happened. On macOS, whose lock limit is unlimited by
-    /// default, only within a share of RAM: see the [crate docs](crate#what-pinned-and-shared-mean-here).
+    /// default, only within a share of RAM: see the
+    /// [crate docs](crate#what-pinned-and-shared-mean-here).
     #[default]
     BestEffort,
     /// Do not pin.

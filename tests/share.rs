@@ -873,9 +873,10 @@ mod apple {
     #[test]
     fn a_port_that_names_no_surface_is_refused() {
         unsafe extern "C" {
-            safe fn mach_task_self() -> u32;
+            /// This task's name for itself, as the SDK's `mach_task_self()` macro reads it.
+            safe static mach_task_self_: u32;
         }
-        let task = mach_task_self();
+        let task = mach_task_self_;
         // The null name, a name this task does not hold, and a port that is not a surface.
         for name in [0, 0x7fff_fff3, task] {
             // SAFETY: `into_raw` below takes the name back before the `MachPort` could drop

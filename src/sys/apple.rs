@@ -4,12 +4,13 @@
 //! Engine accept for raw tensors, up to the longest row every device takes
 //! (`IOSurfaceGetPropertyMaximum`); a longer block is a dimensionless surface (only an
 //! allocation size), whose bytes Metal still takes as a buffer. Surfaces stop at 4 GiB less
-//! 16 KiB (see `max_surface_len`). It is not global (`kIOSurfaceIsGlobal` is deprecated as insecure); share it through
-//! a mach port instead.
+//! 16 KiB (see `max_surface_len`). It is not global (`kIOSurfaceIsGlobal` is deprecated as
+//! insecure); share it through a mach port instead.
 //!
 //! Apple documents `IOSurfaceLock` as bounding CPU access, not as wiring pages, so pinning is
 //! done with `mlock` on the locked base address like on Linux. macOS has no lock-on-fault:
-//! a pinned block is wired, and so populated, when it opens.
+//! a pinned block is wired, and so populated, when it opens. Best-effort pinning wires within
+//! a budget of its own (`best_effort_wiring_budget`), as macOS's lock limit is unlimited.
 
 use super::{Backend, Region, unix};
 use crate::error::Error;
@@ -31,7 +32,11 @@ impl Owned {
     }
 
     /// As `new`, with a NULL reported as an error of `kind`.
-    fn or(object: apple::CFTypeRef, call: &'static str, kind: io::ErrorKind) -> Result<Owned, Error> {
+    fn or(
+        object: apple::CFTypeRef,
+        call: &'static str,
+        kind: io::ErrorKind,
+    ) -> Result<Owned, Error> {
         if object.is_null() {
             Err(Error::Os {
                 call,
