@@ -1,8 +1,8 @@
 //! Sharing a Block with another process, with real processes: this test binary runs itself
 //! again as the other side, one `#[ignore]`d child test at a time, connected by a Unix socket.
 //!
-//! Linux runs everything here; macOS runs the mach-port tests (in one process: a second one
-//! would need a bootstrap or XPC service to pass the port). Nothing runs under Miri, which
+//! Linux runs everything here; macOS runs the mach-port tests in one process (tests/apple.rs
+//! passes a port to a second process). Nothing runs under Miri, which
 //! uses the portable backend and cannot make system calls.
 #![cfg(not(miri))]
 
