@@ -483,8 +483,29 @@ fn one_mapping_holds(base: NonNull<u8>, len: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{one_mapping_holds, unix};
+    use super::{lock_error_kind, max_surface_len, one_mapping_holds, unix};
     use core::ptr::NonNull;
+    use std::io::ErrorKind;
+
+    /// 4 GiB less 16 KiB on Apple silicon and on Intel Macs alike: an Intel Mac's 4 KiB page
+    /// would leave a length that IOSurface's 16 KiB rounding takes past 32 bits.
+    #[test]
+    fn surfaces_stop_16_kib_short_of_4_gib_on_every_mac() {
+        assert_eq!(max_surface_len(), (4usize << 30) - (16 << 10));
+        assert_eq!(max_surface_len() % unix::page_size(), 0);
+    }
+
+    #[test]
+    fn lock_failures_for_want_of_memory_are_out_of_memory() {
+        // KERN_NO_SPACE (a mapping past RLIMIT_AS), kIOReturnNoMemory, kIOReturnVMError.
+        for kr in [3, 0xe000_02bd_u32 as i32, 0xe000_02c8_u32 as i32] {
+            assert_eq!(lock_error_kind(kr), ErrorKind::OutOfMemory, "{kr:#x}");
+        }
+        // KERN_INVALID_ADDRESS, kIOReturnBadArgument, kIOReturnExclusiveAccess.
+        for kr in [1, 0xe000_02c2_u32 as i32, 0xe000_02c5_u32 as i32] {
+            assert_eq!(lock_error_kind(kr), ErrorKind::Other, "{kr:#x}");
+        }
+    }
 
     /// Maps `pages` fresh pages, readable and writable, for the test to unmap.
     fn map_pages(pages: usize) -> NonNull<u8> {
