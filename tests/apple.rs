@@ -188,11 +188,11 @@ impl Inbox {
             header: mach_msg_header_t::default(),
             rest: [0; 256],
         };
-        // SAFETY: the buffer is writable for the size given; the call writes one message
-        // (and its trailer) into it, or nothing.
+        // SAFETY: the buffer is writable for the size given (the pointer is the whole
+        // buffer's); the call writes one message (and its trailer) into it, or nothing.
         let kr = unsafe {
             mach::mach_msg(
-                &mut buffer.header,
+                core::ptr::from_mut(&mut buffer).cast(),
                 MACH_RCV_MSG | MACH_RCV_TIMEOUT,
                 0,
                 size_of::<ReceiveBuffer>() as u32,
@@ -258,12 +258,18 @@ fn received_value(buffer: &ReceiveBuffer, id: i32) -> u64 {
 }
 
 /// Sends `message` (its header filled in but for the size) without blocking for long.
-fn send<T>(message: &mut T, header: impl FnOnce(&mut T) -> &mut mach_msg_header_t) {
+///
+/// # Safety
+/// `T` is a `repr(C)` message that starts with its `mach_msg_header_t`, and this task holds
+/// the rights that its header bits and descriptors name, with those dispositions.
+unsafe fn send<T>(message: &mut T) {
     let size = size_of::<T>() as u32;
-    let header = header(message);
-    header.msgh_size = size;
-    // SAFETY: `header` starts a message of `size` bytes whose rights this task holds with the
-    // dispositions its bits and descriptors name.
+    // The pointer is the whole message's: the kernel reads all of it.
+    let header = core::ptr::from_mut(message).cast::<mach_msg_header_t>();
+    // SAFETY: the message starts with its header (the caller's promise), and is writable.
+    unsafe { (*header).msgh_size = size };
+    // SAFETY: `header` starts a message of `size` bytes whose rights this task holds, as the
+    // caller promises.
     let kr = unsafe {
         mach::mach_msg(
             header,
@@ -333,7 +339,8 @@ fn a_child_process_maps_a_block_through_a_mach_port() {
         MACH_MSG_TYPE_COPY_SEND,
         SURFACE,
     );
-    send(&mut answer, |m| &mut m.header);
+    // SAFETY: a message type that starts with its header; its rights are ours.
+    unsafe { send(&mut answer) };
     let done = inbox.receive().unwrap_or_else(|kr| waited("report", kr));
     let child_len = received_value(&done, DONE);
     wait_ok(pid, CHILD);
@@ -365,7 +372,8 @@ fn child_maps_the_parents_block() {
         MACH_MSG_TYPE_MAKE_SEND,
         REQUEST,
     );
-    send(&mut request, |m| &mut m.header);
+    // SAFETY: a message type that starts with its header; its rights are ours.
+    unsafe { send(&mut request) };
     let answer = inbox
         .receive()
         .unwrap_or_else(|kr| panic!("no surface from the parent: {kr:#x}"));
@@ -384,7 +392,8 @@ fn child_maps_the_parents_block() {
     done.header.msgh_remote_port = parent;
     done.header.msgh_id = DONE;
     done.value = block.len() as u64;
-    send(&mut done, |m| &mut m.header);
+    // SAFETY: a message type that starts with its header; its rights are ours.
+    unsafe { send(&mut done) };
     println!("child child_maps_the_parents_block: all checks passed");
 }
 
