@@ -4,9 +4,9 @@
 //! `cargo run --release --example share`
 //!
 //! On Linux the parent starts this program again as its child, with a Unix socket as the
-//! child's stdin, and passes the block's memfd over it. On macOS, where a second process
-//! would need a bootstrap or XPC service to receive the port, both sides run in one process
-//! and meet through a mach port.
+//! child's stdin, and passes the block's memfd over it. On macOS both sides run in one
+//! process and meet through a mach port, which is what another process would receive in a
+//! mach message (tests/apple.rs sends one to a child process).
 
 #![cfg_attr(
     not(any(target_os = "linux", target_vendor = "apple")),

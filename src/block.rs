@@ -47,7 +47,9 @@ pub enum Pinning {
     /// already, what the limit is, and the ways out.
     Required,
     /// Pin if the system allows it; otherwise open an unpinned block. The default.
-    /// [`Block::is_pinned`] tells which happened.
+    /// [`Block::is_pinned`] tells which happened. On macOS, whose lock limit is unlimited by
+    /// default, only within a share of RAM: see the
+    /// [crate docs](crate#what-pinned-and-shared-mean-here).
     #[default]
     BestEffort,
     /// Do not pin.
@@ -108,8 +110,9 @@ impl OpenOptions {
     /// # Errors
     /// Those of [`Block::open`].
     pub fn open(&self, len: usize) -> Result<Block, Error> {
-        let len = page_round(len)?;
-        let region = sys::Region::create(len).map_err(|err| out_of_memory(err, len))?;
+        let rounded = page_round(len)?;
+        // Errors name the caller's `len`, not the rounded one (`Error::TooLarge` promises so).
+        let region = sys::Region::create(rounded).map_err(|err| out_of_memory(err, len))?;
         Block::adopt(region, self)
     }
 }
@@ -215,7 +218,7 @@ impl Block {
                 })?;
                 true
             }
-            Pinning::BestEffort => sys::lock(ptr, len).is_ok(),
+            Pinning::BestEffort => sys::lock_best_effort(ptr, len),
         };
         // macOS wires, and so populates, as it locks; Linux locks on fault and populates here.
         let populated = pinned && sys::LOCK_POPULATES;
@@ -472,9 +475,15 @@ fn check_base_alignment(addr: usize) -> Result<(), Error> {
 }
 
 /// Turns a backend's refusal for lack of memory into [`Error::OutOfMemory`], which names the
-/// size asked for and the address-space limit; other errors pass through.
+/// size asked for and the address-space limit, and a backend's `TooLarge` (which saw the
+/// length rounded to pages) into one that names the caller's `bytes`; other errors pass
+/// through.
 fn out_of_memory(err: Error, bytes: usize) -> Error {
     match err {
+        Error::TooLarge { max, .. } => Error::TooLarge {
+            requested: bytes,
+            max,
+        },
         Error::Os { call, source } if source.kind() == io::ErrorKind::OutOfMemory => {
             Error::OutOfMemory {
                 bytes,
@@ -559,6 +568,25 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_backends_size_limit_names_the_callers_length() {
+        // The IOSurface backend checks the page-rounded length against its limit (4 GiB less
+        // 16 KiB there; any limit a page short of a rounded length here).
+        let page = sys::page_size();
+        let limit = 256 * page;
+        let asked = limit - page + 1;
+        let err = Error::TooLarge {
+            requested: page_round(asked).unwrap(),
+            max: limit - page,
+        };
+        match out_of_memory(err, asked) {
+            Error::TooLarge { requested, max } => {
+                assert_eq!((requested, max), (asked, limit - page))
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
     }
 
     #[test]

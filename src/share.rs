@@ -22,9 +22,11 @@
 //! # macOS
 //!
 //! A block is an IOSurface. Apple's way to share one across processes is a mach port:
-//! `Block::mach_port` makes a send right (a `MachPort`), which travels in a mach message or an
-//! XPC message (`xpc_dictionary_set_mach_send`), and `Block::from_mach_port` maps the surface
-//! it names. Global surface IDs are not used: Apple deprecated them as insecure, since any
+//! `Block::mach_port` makes a send right (a `MachPort`), which travels in a mach message (as a
+//! port descriptor), and `Block::from_mach_port` maps the surface it names. Over XPC, the
+//! public route is IOSurface's own XPC object: `IOSurfaceCreateXPCObject` on
+//! `Block::handle`, sent as a value of an XPC dictionary, and `IOSurfaceLookupFromXPCObject`
+//! on the other side, whose surface `Block::from_surface` adopts (see `MachPort`). Global surface IDs are not used: Apple deprecated them as insecure, since any
 //! process could look them up. `Block::from_surface` adopts a surface that another framework
 //! made (a Neural Engine output, a video frame).
 //!

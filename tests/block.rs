@@ -648,7 +648,8 @@ mod apple {
     }
 
     unsafe extern "C" {
-        safe fn mach_task_self() -> u32;
+        /// This task's name for itself, as the SDK's `mach_task_self()` macro reads it.
+        safe static mach_task_self_: u32;
         fn mach_vm_region(
             task: u32,
             address: *mut u64,
@@ -670,7 +671,7 @@ mod apple {
         // SAFETY: every out-pointer is a live local of the type the call writes.
         let kr = unsafe {
             mach_vm_region(
-                mach_task_self(),
+                mach_task_self_,
                 &mut address,
                 &mut size,
                 VM_REGION_BASIC_INFO_64,

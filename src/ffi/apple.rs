@@ -35,6 +35,8 @@ pub type mach_vm_size_t = u64;
 pub type vm_region_flavor_t = i32;
 /// A count of `natural_t` (32-bit) words.
 pub type mach_msg_type_number_t = u32;
+/// Page protections (`mach/vm_prot.h`).
+pub type vm_prot_t = i32;
 
 /// `kCFNumberSInt64Type`.
 pub const kCFNumberSInt64Type: CFNumberType = 4;
@@ -44,6 +46,14 @@ pub const KERN_SUCCESS: kern_return_t = 0;
 pub const MACH_PORT_NULL: mach_port_t = 0;
 /// `MADV_WILLNEED` for `madvise` (`sys/mman.h`).
 pub const MADV_WILLNEED: core::ffi::c_int = 3;
+/// `VM_PROT_READ` (`mach/vm_prot.h`).
+pub const VM_PROT_READ: vm_prot_t = 0x01;
+/// `VM_PROT_WRITE`.
+pub const VM_PROT_WRITE: vm_prot_t = 0x02;
+/// `RLIMIT_AS` (`sys/resource.h`): XNU enforces it since macOS 12.
+pub const RLIMIT_AS: core::ffi::c_int = 5;
+/// `_SC_PHYS_PAGES` for `sysconf` (`unistd.h`): how many pages of RAM the machine has.
+pub const _SC_PHYS_PAGES: core::ffi::c_int = 200;
 /// `VM_REGION_BASIC_INFO_64` (`mach/vm_region.h`): fill in a [`vm_region_basic_info_64`].
 pub const VM_REGION_BASIC_INFO_64: vm_region_flavor_t = 9;
 /// `VM_REGION_BASIC_INFO_COUNT_64`: its size in 32-bit words.
@@ -95,6 +105,8 @@ unsafe extern "C" {
     pub fn IOSurfaceLookupFromMachPort(port: mach_port_t) -> IOSurfaceRef;
     pub fn IOSurfaceGetPlaneCount(buffer: IOSurfaceRef) -> usize;
     pub fn IOSurfaceGetPropertyMaximum(property: CFStringRef) -> usize;
+    pub fn IOSurfaceIncrementUseCount(buffer: IOSurfaceRef);
+    pub fn IOSurfaceDecrementUseCount(buffer: IOSurfaceRef);
 }
 
 #[link(name = "CoreFoundation", kind = "framework")]
@@ -120,8 +132,10 @@ unsafe extern "C" {
 }
 
 unsafe extern "C" {
-    /// A function, not the `mach_task_self_` variable that the header's macro reads.
-    pub fn mach_task_self() -> mach_port_t;
+    /// This task's name for itself, set as the process starts: what the SDK's
+    /// `mach_task_self()` macro reads (the function of that name is a legacy trap that adds
+    /// a user reference on every call).
+    pub static mach_task_self_: mach_port_t;
     pub fn mach_port_deallocate(task: mach_port_t, name: mach_port_t) -> kern_return_t;
     pub fn mach_vm_region(
         target_task: mach_port_t,

@@ -82,6 +82,11 @@ const _: () = {
     // 5 words, a 64-bit offset, a word, a short, padded to 4), and so its word count, 9.
     assert!(size_of::<apple::vm_region_basic_info_64>() == 36);
     assert!(apple::VM_REGION_BASIC_INFO_COUNT_64 == 9);
+    same_integer!(apple::vm_prot_t, libc::vm_prot_t);
+    same_constant!(apple::VM_PROT_READ, libc::VM_PROT_READ);
+    same_constant!(apple::VM_PROT_WRITE, libc::VM_PROT_WRITE);
+    same_constant!(apple::RLIMIT_AS, libc::RLIMIT_AS);
+    same_constant!(apple::_SC_PHYS_PAGES, libc::_SC_PHYS_PAGES);
 };
 
 #[cfg(target_os = "linux")]
@@ -155,4 +160,47 @@ const _: () = {
         msg_name, msg_namelen, msg_iov, msg_iovlen, msg_control, msg_controllen, msg_flags,
     });
     same_layout!(linux::cmsghdr, libc::cmsghdr { cmsg_len, cmsg_level, cmsg_type });
+};
+
+/// The Mach messaging that the macOS tests declare by hand (`tests/mach/mod.rs`, included here
+/// so that its layouts are checked for both Apple targets whenever the unit tests build).
+#[cfg(target_vendor = "apple")]
+#[path = "../../tests/mach/mod.rs"]
+mod mach;
+
+#[cfg(target_vendor = "apple")]
+const _: () = {
+    same_constant!(mach::KERN_SUCCESS, libc::KERN_SUCCESS);
+    same_constant!(mach::MACH_PORT_NULL, libc::MACH_PORT_NULL);
+    same_integer!(mach::mach_port_t, libc::mach_port_t);
+    same_integer!(mach::kern_return_t, libc::kern_return_t);
+    same_integer!(mach::mach_msg_size_t, libc::natural_t);
+    same_integer!(mach::mach_msg_timeout_t, libc::natural_t);
+    same_integer!(mach::mach_port_right_t, libc::natural_t);
+    same_integer!(mach::mach_msg_id_t, libc::integer_t);
+    same_integer!(mach::mach_msg_option_t, libc::integer_t);
+    same_integer!(mach::mach_port_delta_t, libc::integer_t);
+    assert!(size_of::<mach::posix_spawnattr_t>() == size_of::<libc::posix_spawnattr_t>());
+    // libc declares no message types: their sizes and offsets per mach/message.h.
+    assert!(size_of::<mach::mach_msg_header_t>() == 24);
+    assert!(offset_of!(mach::mach_msg_header_t, msgh_size) == 4);
+    assert!(offset_of!(mach::mach_msg_header_t, msgh_remote_port) == 8);
+    assert!(offset_of!(mach::mach_msg_header_t, msgh_local_port) == 12);
+    assert!(offset_of!(mach::mach_msg_header_t, msgh_voucher_port) == 16);
+    assert!(offset_of!(mach::mach_msg_header_t, msgh_id) == 20);
+    assert!(size_of::<mach::mach_msg_body_t>() == 4);
+    assert!(size_of::<mach::mach_msg_port_descriptor_t>() == 12);
+    assert!(align_of::<mach::mach_msg_port_descriptor_t>() == 4);
+    assert!(offset_of!(mach::mach_msg_port_descriptor_t, pad1) == 4);
+    assert!(offset_of!(mach::mach_msg_port_descriptor_t, bits) == 8);
+    // Header, body, descriptor, packed to 4: no padding anywhere.
+    assert!(size_of::<mach::PortMessage>() == 40);
+    assert!(offset_of!(mach::PortMessage, body) == 24);
+    assert!(offset_of!(mach::PortMessage, port) == 28);
+    assert!(size_of::<mach::ValueMessage>() == 32);
+    assert!(offset_of!(mach::ValueMessage, value) == 24);
+    // The bit fields: disposition in bits 16..24, type in 24..32.
+    let port = mach::mach_msg_port_descriptor_t::new(7, mach::MACH_MSG_TYPE_COPY_SEND);
+    assert!(port.disposition() == 19 && port.kind() == mach::MACH_MSG_PORT_DESCRIPTOR);
+    assert!(mach::msgh_bits(mach::MACH_MSG_TYPE_COPY_SEND, 20) == 0x1413);
 };

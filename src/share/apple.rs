@@ -9,10 +9,18 @@ use core::mem::ManuallyDrop;
 /// map the same memory, on macOS and iOS.
 ///
 /// Made by [`Block::mach_port`], turned back into a block by [`Block::from_mach_port`]. It
-/// travels between processes in a mach message (as a port descriptor) or an XPC message
-/// (`xpc_dictionary_set_mach_send` / `xpc_dictionary_copy_mach_send`); take the raw name out
-/// with [`into_raw`](MachPort::into_raw) to send it, and wrap a received one with
-/// [`from_raw`](MachPort::from_raw).
+/// travels between processes in a mach message, as a port descriptor
+/// (`mach_msg_port_descriptor_t`, disposition `MACH_MSG_TYPE_COPY_SEND` to keep this right, or
+/// `MACH_MSG_TYPE_MOVE_SEND` after [`into_raw`](MachPort::into_raw)); wrap a received one with
+/// [`from_raw`](MachPort::from_raw). The crate's macOS tests (`tests/apple.rs`) pass one to a
+/// child process this way.
+///
+/// XPC has no public call for a raw send right (`xpc_dictionary_set_mach_send` is private);
+/// its public route for a surface is IOSurface's XPC object: `IOSurfaceCreateXPCObject` on
+/// the block's [`handle`](Block::handle), set as a value of the XPC message, and
+/// `IOSurfaceLookupFromXPCObject` in the receiver, which returns a surface it owns a
+/// reference to. Adopt that with [`Block::from_surface`] and release the reference (the block
+/// holds its own).
 ///
 /// It owns one user reference to the send right and gives it up (`mach_port_deallocate`)
 /// when dropped. The surface stays alive while any process holds a port or a block for it.

@@ -3,18 +3,20 @@
 //! The surface is a one-row, one-byte-per-element buffer, the layout Metal and the Neural
 //! Engine accept for raw tensors, up to the longest row every device takes
 //! (`IOSurfaceGetPropertyMaximum`); a longer block is a dimensionless surface (only an
-//! allocation size), whose bytes Metal still takes as a buffer. Surfaces stop at 4 GiB less a
-//! page. It is not global (`kIOSurfaceIsGlobal` is deprecated as insecure); share it through
-//! a mach port instead.
+//! allocation size), whose bytes Metal still takes as a buffer. Surfaces stop at 4 GiB less
+//! 16 KiB (see `max_surface_len`). It is not global (`kIOSurfaceIsGlobal` is deprecated as
+//! insecure); share it through a mach port instead.
 //!
 //! Apple documents `IOSurfaceLock` as bounding CPU access, not as wiring pages, so pinning is
 //! done with `mlock` on the locked base address like on Linux. macOS has no lock-on-fault:
-//! a pinned block is wired, and so populated, when it opens.
+//! a pinned block is wired, and so populated, when it opens. Best-effort pinning wires within
+//! a budget of its own (`best_effort_wiring_budget`), as macOS's lock limit is unlimited.
 
 use super::{Backend, Region, unix};
 use crate::error::Error;
 use crate::ffi::apple;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::io;
 
 /// The `IOSurfaceRef`. See [`Handle`](crate::Handle).
@@ -26,10 +28,19 @@ pub(super) struct Owned(apple::CFTypeRef);
 impl Owned {
     /// Takes ownership of `object` (from a Create or Copy call), or reports `call` as failed.
     fn new(object: apple::CFTypeRef, call: &'static str) -> Result<Owned, Error> {
+        Owned::or(object, call, io::ErrorKind::Other)
+    }
+
+    /// As `new`, with a NULL reported as an error of `kind`.
+    fn or(
+        object: apple::CFTypeRef,
+        call: &'static str,
+        kind: io::ErrorKind,
+    ) -> Result<Owned, Error> {
         if object.is_null() {
             Err(Error::Os {
                 call,
-                source: io::Error::other(format!("{call} returned NULL")),
+                source: io::Error::new(kind, format!("{call} returned NULL")),
             })
         } else {
             Ok(Owned(object))
@@ -49,6 +60,22 @@ pub(super) type Memory = Owned;
 
 /// The IOSurface backend.
 pub(super) enum Imp {}
+
+/// Bytes that blocks of this process hold wired now (each pinned block counts its length
+/// once, as it holds one wiring of its own).
+static WIRED: AtomicUsize = AtomicUsize::new(0);
+
+/// How much best-effort pinning (`Pinning::BestEffort`) wires in a process at most, all blocks
+/// together: a quarter of RAM (`sysconf(_SC_PHYS_PAGES)` pages). Wired pages cannot be paged
+/// out or compressed, so the rest of the system runs in what is left.
+fn best_effort_wiring_budget() -> usize {
+    // SAFETY: sysconf has no preconditions; _SC_PHYS_PAGES is a valid name on macOS.
+    let pages = unsafe { crate::ffi::posix::sysconf(apple::_SC_PHYS_PAGES) };
+    usize::try_from(pages)
+        .unwrap_or(0)
+        .saturating_mul(unix::page_size())
+        / 4
+}
 
 impl Backend for Imp {
     type Handle = Handle;
@@ -115,10 +142,11 @@ impl Backend for Imp {
             "CFDictionaryCreate",
         )?;
         // SAFETY: `properties` is a live CFDictionary of IOSurface properties.
-        let surface = Owned::new(
-            unsafe { apple::IOSurfaceCreate(properties.0) }.cast_const(),
-            "IOSurfaceCreate",
-        )?;
+        let surface = unsafe { apple::IOSurfaceCreate(properties.0) }.cast_const();
+        // The properties are valid and the size within IOSurface's limit, so a NULL means the
+        // kernel found no room for the surface or for its mapping in this task (which
+        // `RLIMIT_AS` bounds): `Error::OutOfMemory`, as `Block::open` documents.
+        let surface = Owned::or(surface, "IOSurfaceCreate", io::ErrorKind::OutOfMemory)?;
         // IOSurface may round the allocation up (to its own alignment, which can exceed an
         // Intel Mac's 4 KiB page). The block is all of it, so that a process that maps the
         // surface through a port, and sees its allocation size, sees the same `len()`.
@@ -140,18 +168,45 @@ impl Backend for Imp {
     }
 
     unsafe fn release(region: &mut Region) {
-        // SAFETY: the surface is live and was locked by `lock_surface`; `memory` releases our
-        // reference right after this.
-        unsafe { apple::IOSurfaceUnlock(region.handle(), 0, core::ptr::null_mut()) };
+        // SAFETY: the surface is live, was locked by `lock_surface` and had its use count
+        // raised there; `memory` releases our reference right after this.
+        unsafe {
+            apple::IOSurfaceUnlock(region.handle(), 0, core::ptr::null_mut());
+            apple::IOSurfaceDecrementUseCount(region.handle());
+        }
     }
 
     /// Wires the pages.
     fn lock(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
-        unix::mlock(ptr, len)
+        unix::mlock(ptr, len)?;
+        WIRED.fetch_add(len, Relaxed);
+        Ok(())
+    }
+
+    /// Wires the pages only while every block unimem has wired in this process, these
+    /// included, stays within [`best_effort_wiring_budget`]: macOS's memory-lock limit is
+    /// unlimited by default, so the limit that would stop a best effort elsewhere is absent
+    /// here, and the kernel's own ceiling (`vm.user_wire_limit`, most of RAM) is far past
+    /// what a machine can wire and still run.
+    fn lock_best_effort(ptr: NonNull<u8>, len: usize) -> bool {
+        let budget = best_effort_wiring_budget();
+        // Reserve first, so that threads opening blocks at once cannot overrun it together.
+        let reserved = WIRED.fetch_update(Relaxed, Relaxed, |wired| {
+            wired.checked_add(len).filter(|&total| total <= budget)
+        });
+        if reserved.is_err() {
+            return false;
+        }
+        let wired = unix::mlock(ptr, len).is_ok();
+        if !wired {
+            WIRED.fetch_sub(len, Relaxed);
+        }
+        wired
     }
 
     fn unlock(ptr: NonNull<u8>, len: usize) {
-        unix::unlock(ptr, len)
+        unix::unlock(ptr, len);
+        WIRED.fetch_sub(len, Relaxed);
     }
 
     /// Brings every page in without touching a byte and without changing anyone's wiring.
@@ -248,16 +303,22 @@ impl Region {
         if !one_mapping_holds(region.ptr, len) {
             return Err(Error::NotShareable {
                 reason: "the IOSurface's mapping in this process does not by itself hold its \
-                         allocation size from its base address on (the surface was made with a \
-                         kIOSurfaceOffset, or its mapping was split): send a surface made \
-                         without an offset, such as one from a block's `mach_port()`",
+                         allocation size from its base address on, readable and writable (the \
+                         surface was made with a kIOSurfaceOffset or read-only, or its mapping \
+                         was split or reprotected): send a writable surface made without an \
+                         offset, such as one from a block's `mach_port()`",
             });
         }
         Ok(region)
     }
 
-    /// Locks `surface` for CPU access and takes its base address; `len` is at most its
-    /// allocation size.
+    /// Locks `surface` for CPU access, marks it in use and takes its base address; `len` is at
+    /// most its allocation size.
+    ///
+    /// The use count (`IOSurfaceIncrementUseCount`) is what surface pools (Core Video's, and
+    /// others built on `IOSurfaceIsInUse`) check before they recycle a surface: without it, a
+    /// pool could hand an adopted surface to a new frame under a live block once the port or
+    /// reference it came from is gone. Every region holds one count until it drops.
     fn lock_surface(surface: Owned, len: usize) -> Result<Region, Error> {
         let raw = surface.0.cast_mut();
         // SAFETY: `raw` is a live IOSurface; a null seed pointer is allowed.
@@ -265,10 +326,16 @@ impl Region {
         if kr != apple::KERN_SUCCESS {
             return Err(Error::Os {
                 call: "IOSurfaceLock",
-                source: io::Error::other(format!("kern_return_t {kr:#x}")),
+                source: io::Error::new(
+                    lock_error_kind(kr),
+                    format!("kern_return_t {kr:#x}"),
+                ),
             });
         }
-        // From here on, `region` unlocks and releases the surface if we give up on it.
+        // SAFETY: `raw` is a live IOSurface; `release` gives the count back.
+        unsafe { apple::IOSurfaceIncrementUseCount(raw) };
+        // From here on, `region` unlocks, gives up the use count and releases the surface if
+        // we give up on it.
         let mut region = Region {
             ptr: NonNull::dangling(),
             len,
@@ -276,9 +343,13 @@ impl Region {
         };
         // SAFETY: the surface is live and locked, so its base address is valid.
         let base = unsafe { apple::IOSurfaceGetBaseAddress(raw) };
+        // A locked surface without an address is one that could not be mapped into this task.
         region.ptr = NonNull::new(base.cast::<u8>()).ok_or_else(|| Error::Os {
             call: "IOSurfaceGetBaseAddress",
-            source: io::Error::other("the locked surface has no base address (NULL)"),
+            source: io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "the locked surface has no base address (NULL): it could not be mapped",
+            ),
         })?;
         Ok(region)
     }
@@ -292,17 +363,56 @@ impl Region {
 
 /// Gives up one send right to a mach port, as `MachPort`'s drop does.
 pub(crate) fn deallocate_port(port: apple::mach_port_t) {
-    // SAFETY: mach_task_self has no preconditions and names this task (asked each time, not
-    // read from the `mach_task_self_` variable); the caller owns one send right to `port` and
-    // gives it up here. A failure leaves at worst a right that nobody uses, which is not
-    // worth a panic in a destructor.
-    unsafe { apple::mach_port_deallocate(apple::mach_task_self(), port) };
+    // SAFETY: the caller owns one send right to `port` and gives it up here. A failure leaves
+    // at worst a right that nobody uses, which is not worth a panic in a destructor.
+    unsafe { apple::mach_port_deallocate(task_self(), port) };
 }
 
+/// This task's name for itself, read as the SDK's `mach_task_self()` macro does: from the
+/// `mach_task_self_` variable, not through the legacy function of that name (a trap that
+/// leaves a user reference behind on every call).
+fn task_self() -> apple::mach_port_t {
+    // SAFETY: libsystem sets the variable as the process starts (and again in a forked child)
+    // and nothing writes it afterwards; reading a u32 has no other requirement.
+    unsafe { apple::mach_task_self_ }
+}
+
+/// What a failed `IOSurfaceLock` means, for `Error::OutOfMemory`: the kernel's and IOKit's
+/// "no memory", "no room" and "mapping failed" codes (`mach/kern_return.h`,
+/// `IOKit/IOReturn.h`; XNU refuses a mapping past `RLIMIT_AS` with `KERN_NO_SPACE`) are a lack
+/// of memory or address space, anything else a plain failure.
+fn lock_error_kind(kr: apple::kern_return_t) -> io::ErrorKind {
+    const KERN_NO_SPACE: apple::kern_return_t = 3;
+    const KERN_RESOURCE_SHORTAGE: apple::kern_return_t = 6;
+    /// `iokit_common_err(code)`: IOKit's system (0x38) in the top six bits, then the code.
+    const fn iokit(code: u32) -> apple::kern_return_t {
+        (0xe000_0000 | code) as apple::kern_return_t
+    }
+    const IO_RETURN_NO_MEMORY: apple::kern_return_t = iokit(0x2bd);
+    const IO_RETURN_NO_RESOURCES: apple::kern_return_t = iokit(0x2be);
+    const IO_RETURN_VM_ERROR: apple::kern_return_t = iokit(0x2c8);
+    const IO_RETURN_NO_SPACE: apple::kern_return_t = iokit(0x2db);
+    match kr {
+        KERN_NO_SPACE
+        | KERN_RESOURCE_SHORTAGE
+        | IO_RETURN_NO_MEMORY
+        | IO_RETURN_NO_RESOURCES
+        | IO_RETURN_VM_ERROR
+        | IO_RETURN_NO_SPACE => io::ErrorKind::OutOfMemory,
+        _ => io::ErrorKind::Other,
+    }
+}
+
+/// How far IOSurface may round an allocation up: 16 KiB, Apple silicon's page, on every Mac
+/// (so also above an Intel Mac's 4 KiB page).
+const SURFACE_ROUNDING: usize = 16 << 10;
+
 /// The largest surface unimem makes: IOSurface keeps a surface's allocation size in 32 bits,
-/// so 4 GiB less a page. Larger blocks are refused with `Error::TooLarge` naming this.
+/// so 4 GiB less the most it may round a length up by, 16 KiB, on Intel Macs too (there 4 GiB
+/// less a 4 KiB page would round up to 4 GiB, which 32 bits do not hold). Larger blocks are
+/// refused with `Error::TooLarge` naming this.
 fn max_surface_len() -> usize {
-    (1usize << 32) - unix::page_size()
+    (1usize << 32) - SURFACE_ROUNDING.max(unix::page_size())
 }
 
 /// The longest one-row surface every device in this machine takes (a row of one-byte
@@ -323,7 +433,7 @@ fn max_row_len() -> usize {
 }
 
 /// Whether one mapping of this task (one XNU `vm_map_entry`, which maps one VM object) holds
-/// every byte from `base` to `base + len`.
+/// every byte from `base` to `base + len`, readable and writable.
 ///
 /// Adjacent mappings are not added up: XNU places unrelated mappings right next to each
 /// other, so a run of regions says nothing about who owns the bytes past the first one. One
@@ -347,7 +457,7 @@ fn one_mapping_holds(base: NonNull<u8>, len: usize) -> bool {
     // says how many 32-bit words `info` holds.
     let kr = unsafe {
         apple::mach_vm_region(
-            apple::mach_task_self(),
+            task_self(),
             &mut address,
             &mut size,
             apple::VM_REGION_BASIC_INFO_64,
@@ -358,9 +468,13 @@ fn one_mapping_holds(base: NonNull<u8>, len: usize) -> bool {
     };
     // The call reports the first entry that ends above `start`, with its own start and size
     // (never several entries together). One starting above `start` means `base` is not mapped.
-    // XNU reports a submap entry by a non-zero `reserved` (its `is_sub_map`).
+    // XNU reports a submap entry by a non-zero `reserved` (its `is_sub_map`). A block's bytes
+    // are read and written through safe references, so the entry must allow both: a surface
+    // mapped read-only (or reprotected so) would fault on the first write.
+    let read_write = apple::VM_PROT_READ | apple::VM_PROT_WRITE;
     kr == apple::KERN_SUCCESS
         && info.reserved == 0
+        && info.protection & read_write == read_write
         && address <= start
         && address
             .checked_add(size)
@@ -369,33 +483,61 @@ fn one_mapping_holds(base: NonNull<u8>, len: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{one_mapping_holds, unix};
+    use super::{lock_error_kind, max_surface_len, one_mapping_holds, unix};
     use core::ptr::NonNull;
+    use std::io::ErrorKind;
 
-    /// Two pages mapped together and then given different protections are two entries: the
-    /// first holds itself, but not the run of both, though both are mapped without a gap.
+    /// 4 GiB less 16 KiB on Apple silicon and on Intel Macs alike: an Intel Mac's 4 KiB page
+    /// would leave a length that IOSurface's 16 KiB rounding takes past 32 bits.
     #[test]
-    fn adjacent_mappings_are_not_added_up() {
-        let page = unix::page_size();
+    fn surfaces_stop_16_kib_short_of_4_gib_on_every_mac() {
+        assert_eq!(max_surface_len(), (4usize << 30) - (16 << 10));
+        assert_eq!(max_surface_len() % unix::page_size(), 0);
+    }
+
+    #[test]
+    fn lock_failures_for_want_of_memory_are_out_of_memory() {
+        // KERN_NO_SPACE (a mapping past RLIMIT_AS), kIOReturnNoMemory, kIOReturnVMError.
+        for kr in [3, 0xe000_02bd_u32 as i32, 0xe000_02c8_u32 as i32] {
+            assert_eq!(lock_error_kind(kr), ErrorKind::OutOfMemory, "{kr:#x}");
+        }
+        // KERN_INVALID_ADDRESS, kIOReturnBadArgument, kIOReturnExclusiveAccess.
+        for kr in [1, 0xe000_02c2_u32 as i32, 0xe000_02c5_u32 as i32] {
+            assert_eq!(lock_error_kind(kr), ErrorKind::Other, "{kr:#x}");
+        }
+    }
+
+    /// Maps `pages` fresh pages, readable and writable, for the test to unmap.
+    fn map_pages(pages: usize) -> NonNull<u8> {
         // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
         let raw = unsafe {
             libc::mmap(
                 core::ptr::null_mut(),
-                2 * page,
+                pages * unix::page_size(),
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANON,
                 -1,
                 0,
             )
         };
-        assert_ne!(raw, libc::MAP_FAILED, "mmap of two pages");
-        let base = NonNull::new(raw.cast::<u8>()).unwrap();
+        assert_ne!(raw, libc::MAP_FAILED, "mmap of {pages} pages");
+        NonNull::new(raw.cast::<u8>()).unwrap()
+    }
+
+    /// Two pages mapped together and then given different inheritance are two entries: the
+    /// first holds itself, but not the run of both, though both are mapped without a gap.
+    #[test]
+    fn adjacent_mappings_are_not_added_up() {
+        let page = unix::page_size();
+        let base = map_pages(2);
+        let raw = base.as_ptr().cast::<libc::c_void>();
         assert!(one_mapping_holds(base, 2 * page), "one entry before the split");
         // SAFETY: within the two-page mapping.
         let second = unsafe { base.add(page) };
-        // SAFETY: the second page is ours, and nothing reads or writes it.
-        let rc = unsafe { libc::mprotect(second.as_ptr().cast(), page, libc::PROT_READ) };
-        assert_eq!(rc, 0, "mprotect of the second page");
+        // SAFETY: the second page is ours; inheritance only matters to a fork, and XNU keeps
+        // it per entry, so the mapping splits in two.
+        let rc = unsafe { libc::minherit(second.as_ptr().cast(), page, libc::VM_INHERIT_NONE) };
+        assert_eq!(rc, 0, "minherit of the second page");
         assert!(one_mapping_holds(base, page));
         assert!(!one_mapping_holds(base, page + 1));
         assert!(!one_mapping_holds(base, 2 * page));
@@ -403,5 +545,19 @@ mod tests {
         assert!(one_mapping_holds(second, page));
         // SAFETY: unmaps exactly what was mapped above, which nothing refers to any more.
         assert_eq!(unsafe { libc::munmap(raw, 2 * page) }, 0);
+    }
+
+    /// A read-only mapping is not one a block may adopt: safe code writes its bytes.
+    #[test]
+    fn a_read_only_mapping_does_not_hold_a_block() {
+        let page = unix::page_size();
+        let base = map_pages(1);
+        let raw = base.as_ptr().cast::<libc::c_void>();
+        assert!(one_mapping_holds(base, page), "readable and writable");
+        // SAFETY: the page is ours, and nothing reads or writes it.
+        assert_eq!(unsafe { libc::mprotect(raw, page, libc::PROT_READ) }, 0);
+        assert!(!one_mapping_holds(base, page), "read-only");
+        // SAFETY: unmaps exactly what was mapped above, which nothing refers to any more.
+        assert_eq!(unsafe { libc::munmap(raw, page) }, 0);
     }
 }

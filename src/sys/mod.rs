@@ -60,6 +60,11 @@ trait Backend {
     unsafe fn release(region: &mut Region);
     /// Locks `len` bytes at `ptr`, part of a live region, in RAM.
     fn lock(ptr: NonNull<u8>, len: usize) -> io::Result<()>;
+    /// Locks as `lock` does for `Pinning::BestEffort`, which a backend may decline by its
+    /// platform's policy (see the crate docs' platform table); whether it locked.
+    fn lock_best_effort(ptr: NonNull<u8>, len: usize) -> bool {
+        Self::lock(ptr, len).is_ok()
+    }
     /// Undoes `lock`. Errors are ignored: this runs on drop.
     fn unlock(ptr: NonNull<u8>, len: usize);
     /// Faults every page of `region` in without changing a byte, keeping it locked if
@@ -136,6 +141,12 @@ pub(crate) const LOCK_POPULATES: bool = Imp::LOCK_POPULATES;
 /// Locks `len` bytes at `ptr`, part of a live region, in RAM.
 pub(crate) fn lock(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
     Imp::lock(ptr, len)
+}
+
+/// Locks as [`lock`] does where the platform's best-effort policy allows it; whether it did.
+/// Undone by [`unlock`].
+pub(crate) fn lock_best_effort(ptr: NonNull<u8>, len: usize) -> bool {
+    Imp::lock_best_effort(ptr, len)
 }
 
 /// Undoes [`lock`]; errors are ignored, as this runs on drop.

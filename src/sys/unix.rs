@@ -18,12 +18,17 @@ pub(crate) fn page_size() -> usize {
 
 /// The soft `RLIMIT_MEMLOCK` in bytes, or `None` when it is unlimited or cannot be read.
 pub(crate) fn memlock_limit() -> Option<u64> {
+    soft_limit(posix::RLIMIT_MEMLOCK)
+}
+
+/// The soft limit on `resource` in bytes, or `None` when it is unlimited or cannot be read.
+fn soft_limit(resource: core::ffi::c_int) -> Option<u64> {
     let mut limit = posix::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `limit` is a valid, writable `struct rlimit`.
-    let rc = unsafe { posix::getrlimit(posix::RLIMIT_MEMLOCK, &mut limit) };
+    let rc = unsafe { posix::getrlimit(resource, &mut limit) };
     // `rlim_t` is 32 or 64 bits wide, and always fits a u64.
     #[allow(clippy::useless_conversion, reason = "u64 already where rlim_t is 64 bits")]
     (rc == 0 && limit.rlim_cur != posix::RLIM_INFINITY).then(|| u64::from(limit.rlim_cur))
@@ -37,10 +42,15 @@ pub(crate) fn locked_bytes() -> Option<u64> {
 
 /// The soft `RLIMIT_AS` (`ulimit -v`) in bytes, or `None` when it is unlimited or cannot be
 /// read. Read from /proc/self/limits on Linux, which spares a constant that differs between
-/// architectures; macOS does not enforce the limit, so it has none to report.
+/// architectures; with `getrlimit` on macOS, which enforces the limit since macOS 12 (XNU
+/// refuses a mapping that would take the task past it).
 pub(crate) fn address_space_limit() -> Option<u64> {
-    let limit = proc_line("/proc/self/limits", "Max address space")?;
-    limit.split_whitespace().next()?.parse().ok()
+    #[cfg(target_vendor = "apple")]
+    let limit = soft_limit(crate::ffi::apple::RLIMIT_AS);
+    #[cfg(not(target_vendor = "apple"))]
+    let limit = proc_line("/proc/self/limits", "Max address space")
+        .and_then(|limit| limit.split_whitespace().next()?.parse().ok());
+    limit
 }
 
 /// The rest of the line of `path` that starts with `prefix`, on Linux.

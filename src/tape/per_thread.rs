@@ -63,7 +63,8 @@ pub(super) const MIN_CHUNK: usize = 16;
 /// thread-local (a call there), so a tape takes through its shared cursor until one exchange
 /// fails, and through per-thread chunks from then on. Elsewhere a locked instruction costs
 /// several times a thread-local access, so chunks win from the first take.
-pub(super) const CAS_UNTIL_CONTENDED: bool = cfg!(target_vendor = "apple");
+pub(super) const CAS_UNTIL_CONTENDED: bool =
+    cfg!(all(target_vendor = "apple", target_arch = "aarch64"));
 
 /// One thread's chunk of one tape.
 struct Slot {
