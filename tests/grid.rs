@@ -357,6 +357,87 @@ fn remaining_and_used_add_up_to_the_capacity() {
     assert_eq!((grid.remaining(), grid.used()), (100, 0));
 }
 
+/// A message with its padding spelled out as a field, as `Cell::as_mut_ptr` asks: no byte of
+/// it is uninitialised.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Message {
+    tag: u8,
+    pad: [u8; 7],
+    value: u64,
+}
+
+#[test]
+fn a_value_without_padding_written_through_as_mut_ptr_reads_safely_for_the_next_owner() {
+    // Issue 21 §1: the next owner's safe `Deref` reads every byte of the cell, so what is
+    // written through `as_mut_ptr` must leave none uninitialised. Under Miri this checks that
+    // the documented way (a value without padding) does not.
+    let grid = grid::<64, 1>();
+    {
+        let mut cell = grid.take().unwrap();
+        let message = Message {
+            tag: 1,
+            pad: [0; 7],
+            value: 2,
+        };
+        // SAFETY: the cell is ours, 64 bytes and 64-byte aligned; `Message` has no padding.
+        unsafe { cell.as_mut_ptr().cast::<Message>().write(message) };
+    }
+    let next = grid.take().unwrap();
+    assert_eq!(next.iter().map(|&b| u32::from(b)).sum::<u32>(), 3);
+    assert_eq!(next.as_slice_of::<u64>()[1], 2);
+}
+
+#[test]
+fn bytes_written_through_the_block_before_on_are_read_safely_by_the_cells() {
+    // The other way into a cell: writes through `Block::as_ptr`, before the grid exists. Its
+    // contract asks for initialised bytes; under Miri this checks that integers are.
+    let block = open_block(4096);
+    for i in 0..16 {
+        // SAFETY: the block is ours alone and 4096 bytes long; u64s have no padding.
+        unsafe { block.as_ptr().cast::<u64>().add(i).write(i as u64) };
+    }
+    let grid = Grid::<64, 2>::on(block).unwrap();
+    let cells = take_all(&grid);
+    let sums: Vec<u32> = cells
+        .iter()
+        .map(|cell| cell.iter().map(|&b| u32::from(b)).sum())
+        .collect();
+    let mut sums_by_index = [0; 2];
+    for (cell, sum) in cells.iter().zip(sums) {
+        sums_by_index[cell.index()] = sum;
+    }
+    assert_eq!(sums_by_index, [(0..8).sum::<u32>(), (8..16).sum::<u32>()]);
+}
+
+/// What `Cell::as_mut_ptr`'s contract rules out: a padded struct written through it leaves
+/// uninitialised bytes that the next owner's safe `Deref` reads. Undefined behaviour, so it
+/// runs only by hand, under Miri, which must report uninitialised memory:
+/// `cargo +nightly miri test -p unimem --test grid -- --ignored padded_value`
+#[cfg(miri)]
+#[test]
+#[ignore = "undefined behaviour on purpose; run by hand under Miri, which must reject it"]
+fn a_padded_value_written_through_as_mut_ptr_is_outside_the_contract() {
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Padded {
+        tag: u8,
+        value: u64, // 7 padding bytes before it
+    }
+    let grid = grid::<64, 1>();
+    {
+        let mut cell = grid.take().unwrap();
+        // Not sound: breaks `as_mut_ptr`'s contract (padding bytes).
+        unsafe {
+            cell.as_mut_ptr()
+                .cast::<Padded>()
+                .write(Padded { tag: 1, value: 2 })
+        };
+    }
+    let next = grid.take().unwrap();
+    let _sum: u32 = next.iter().map(|&b| u32::from(b)).sum();
+}
+
 fn open_block(len: usize) -> Block {
     Block::options()
         .pinning(Pinning::BestEffort)
