@@ -45,6 +45,7 @@
 //! | pinned means | `mlock`: resident, every page wired as the block opens (so a pinned lazy block is warm); Apple's `mlock(2)` promises no non-resident page fault until unlocked. The IOSurface lock only bounds CPU access, in Apple's words; it is not what pins | `mlock2`: resident, locked as the pages fault in when the block is lazy | never pinned |
 //! | physical addresses | not visible to user code, and not documented as fixed: devices reach the memory through Apple's frameworks (Metal, Core ML), given the IOSurface | may change: the kernel migrates locked pages (memory compaction does by default, `/proc/sys/vm/compact_unevictable_allowed`) | may change |
 //! | shared with | GPU, ANE, AMX through [`Block::handle`] (the `IOSurfaceRef`); other processes through a mach port | other processes and drivers through the fd; nobody can truncate it under us | nothing |
+//! | after `fork()` | nothing is done: Apple's frameworks (IOSurface among them) are not fork-safe; share with a child through a mach port | left out of the child (`MADV_DONTFORK`): a block, tape or grid the child inherited faults (SIGSEGV) when its memory is touched, so the two processes never hand out the same bytes; share with a child through the fd, explicitly | the child's own copy of the memory, as for any heap memory |
 //!
 //! So "pinned" means resident: no access waits for a disk, and no page is swapped out. A
 //! device that is told *physical* addresses needs more than that, and on Linux only its driver

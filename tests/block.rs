@@ -454,11 +454,13 @@ mod linux {
     }
 
     const CHILD_ENV: &str = "UNIMEM_BLOCK_TEST_CHILD";
+    /// How long a child test may run: each takes well under a second.
+    const CHILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
     /// Runs the ignored test `name` of this binary in a child process of its own, so that it
     /// can lower its limits and drop capabilities, and checks that it ran and passed.
     fn run_child(name: &str) {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--ignored",
                 "--exact",
@@ -467,8 +469,25 @@ mod linux {
                 "--test-threads=1",
             ])
             .env(CHILD_ENV, "1")
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        // A child that hangs fails the test instead of hanging it.
+        let deadline = std::time::Instant::now() + CHILD_TIMEOUT;
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "{name} did not finish in {CHILD_TIMEOUT:?}:\n{}\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{name} failed:\n{stdout}\n{stderr}");
@@ -728,6 +747,52 @@ mod linux {
     #[test]
     fn an_address_space_refusal_names_size_and_limit() {
         run_child("address_space_child");
+    }
+
+    /// Runs in a child process, which it forks: the fork's child must not reach the memory of
+    /// a block (`MADV_DONTFORK`), or it would hand out, and write, the bytes the parent's tape
+    /// handed out too. Forking here rather than in the test runner keeps the fork away from
+    /// the runner's other test threads.
+    #[test]
+    #[ignore = "runs only as the child of a_forked_child_cannot_touch_a_tapes_memory"]
+    fn fork_child() {
+        in_child();
+        let tape = Tape::on(Block::options().pinning(Pinning::Off).open(4096).unwrap());
+        let value: &mut u64 = tape.take_value(1).unwrap();
+        let at: *mut u64 = &raw mut *value;
+        // SAFETY: the fork's child only sets a limit, writes memory and exits: nothing that
+        // another thread of the parent could have left half done.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: a valid rlimit; no core file for the fault expected next.
+            unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+            // What this copy of the tape handed out: a write must fault, not reach the parent.
+            // SAFETY: in this process nothing else uses the value; if the mapping were
+            // inherited, this is the aliasing write the test catches.
+            unsafe { at.write_volatile(2) };
+            // SAFETY: _exit ends the fork's child at once, running nothing of the parent's.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child, writing its status into a valid int.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
+            "the fork's child was not stopped by SIGSEGV when it wrote the block (wait status \
+             {status:#x}): it inherited the mapping"
+        );
+        assert_eq!(*value, 1, "the fork's child wrote the parent's tape value");
+        println!("child fork_child: all checks passed");
+    }
+
+    #[test]
+    fn a_forked_child_cannot_touch_a_tapes_memory() {
+        run_child("fork_child");
     }
 }
 
