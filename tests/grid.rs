@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread;
+use std::time::{Duration, Instant};
 use unimem::{Block, Cell, Error, Grid, OwnedCell, Pinning, Stash};
 
 /// A grid pinned if the system allows it, so that the tests do not depend on the memory-lock
@@ -34,6 +35,41 @@ fn on_fresh_threads(check: impl Fn() + Sync) {
         thread::scope(|s| {
             s.spawn(&check);
         });
+    }
+}
+
+/// How long any wait in these tests may last: a cell that never comes back (a lost cell) must
+/// fail a test, not hang it. Waits here last microseconds; under Miri the clock is virtual
+/// (about 5 µs a basic block), hence more room.
+const PATIENCE: Duration = Duration::from_secs(if cfg!(miri) { 600 } else { 120 });
+
+/// The end of a wait that must not last longer than [`PATIENCE`].
+struct Deadline(Instant);
+
+impl Deadline {
+    fn start() -> Deadline {
+        Deadline(Instant::now() + PATIENCE)
+    }
+
+    /// Panics, naming `what` was awaited, once the deadline has passed.
+    #[track_caller]
+    fn check(&self, what: &str) {
+        assert!(
+            Instant::now() < self.0,
+            "waited {PATIENCE:?} for {what}: a cell was lost, or a thread hangs"
+        );
+    }
+}
+
+/// The next message, or a panic once [`PATIENCE`] has passed; `None` when every sender is gone.
+#[track_caller]
+fn receive<T>(from: &mpsc::Receiver<T>) -> Option<T> {
+    match from.recv_timeout(PATIENCE) {
+        Ok(message) => Some(message),
+        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("waited {PATIENCE:?} for a cell from a producer: a producer hangs")
+        }
     }
 }
 
@@ -710,10 +746,12 @@ fn stress<'g, const N: usize, S: Source<'g, N>>(
                 let mut source = make();
                 let mut held = VecDeque::new();
                 for seq in 0..CYCLES {
+                    let deadline = Deadline::start();
                     let mut cell = loop {
                         if let Some(cell) = source.take() {
                             break cell;
                         }
+                        deadline.check("a free cell");
                         // The free cells may all sit in other threads' hands and stashes: let
                         // go of ours, so that the threads can never all wait on each other.
                         for (cell, seq) in held.drain(..) {
@@ -777,18 +815,23 @@ fn stress_cells_sent_through_a_channel() {
     const PER_PRODUCER: u64 = if cfg!(miri) { 200 } else { 250_000 };
     let grid = grid::<64, 256>();
     let ledger = Ledger::new(256);
-    let (send, receive) = mpsc::channel();
+    let (send, receiver) = mpsc::channel();
     thread::scope(|s| {
         for owner in 1..=2 {
             let (send, ledger, grid) = (send.clone(), &ledger, &grid);
             s.spawn(move || {
                 let mut stash = grid.stash();
                 for seq in 0..PER_PRODUCER {
-                    // The consumer gives every cell back, so waiting for one always ends.
+                    // The consumer gives every cell back, so waiting for one always ends,
+                    // unless a cell is lost: then the deadline fails the test.
+                    let deadline = Deadline::start();
                     let mut cell = loop {
                         match stash.take() {
                             Some(cell) => break cell,
-                            None => thread::yield_now(),
+                            None => {
+                                deadline.check("a free cell");
+                                thread::yield_now();
+                            }
                         }
                     };
                     ledger.claim(&mut cell, owner, seq);
@@ -803,7 +846,7 @@ fn stress_cells_sent_through_a_channel() {
         s.spawn(move || {
             let mut stash = grid.stash();
             let mut received = 0;
-            for (cell, owner, seq) in receive {
+            while let Some((cell, owner, seq)) = receive(&receiver) {
                 ledger.release(&cell, owner, seq);
                 if seq % 2 == 0 {
                     stash.give(cell);
@@ -828,7 +871,7 @@ fn stress_owned_cells_across_spawned_threads() {
     type Frames = Grid<64, 128>;
     let grid = Arc::new(grid::<64, 128>());
     let ledger = Arc::new(Ledger::new(128));
-    let (send, receive) = mpsc::channel::<(OwnedCell<64, 128>, u64, u64)>();
+    let (send, receiver) = mpsc::channel::<(OwnedCell<64, 128>, u64, u64)>();
     let producers: Vec<_> = (1..=THREADS)
         .map(|owner| {
             let (grid, ledger, send): (Arc<Frames>, _, _) =
@@ -836,10 +879,12 @@ fn stress_owned_cells_across_spawned_threads() {
             thread::spawn(move || {
                 let mut held = VecDeque::new();
                 for seq in 0..PER_THREAD {
+                    let deadline = Deadline::start();
                     let mut cell = loop {
                         if let Some(cell) = grid.take_owned() {
                             break cell;
                         }
+                        deadline.check("a free cell");
                         // The consumer drops what it receives; let go of ours too, so that
                         // the producers never all wait on each other.
                         for (cell, seq) in held.drain(..) {
@@ -870,7 +915,7 @@ fn stress_owned_cells_across_spawned_threads() {
         let ledger = Arc::clone(&ledger);
         thread::spawn(move || {
             let mut received = 0;
-            for (cell, owner, seq) in receive {
+            while let Some((cell, owner, seq)) = receive(&receiver) {
                 ledger.release(&cell, owner, seq);
                 received += 1;
             }
