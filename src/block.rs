@@ -242,6 +242,14 @@ impl Block {
 
     /// The first byte. Valid for [`len`](Block::len) bytes until the block is dropped, and
     /// aligned to at least the page size and [`Block::ALIGN`].
+    ///
+    /// A block's bytes start initialised (zeroes, or what another process wrote), and safe
+    /// code reads them as such: the cells of a [`Grid`](crate::Grid) put on the block
+    /// ([`Grid::on`](crate::Grid::on)) and the views ([`range`](Block::range)). So a write
+    /// through this pointer must leave only initialised bytes where those will read: write
+    /// bytes, integers, floats, or values without padding, not a struct with padding bytes or
+    /// a `MaybeUninit` that was never written (their padding and unwritten bytes become
+    /// uninitialised, and reading them is undefined behaviour).
     #[inline]
     #[must_use]
     pub fn as_ptr(&self) -> *mut u8 {
@@ -332,6 +340,11 @@ impl Block {
     /// copy out what a device wrote.
     ///
     /// # Safety
+    /// - Every byte in `range` is initialised. A fresh block is zeroes, but a value taken from
+    ///   a tape may leave bytes uninitialised (the padding of a struct or a tuple such as
+    ///   `(u8, u64)`, a `MaybeUninit` never written; also after `clear`, where the tape hands
+    ///   out those bytes again), and so may a write through [`as_ptr`](Block::as_ptr). View
+    ///   only bytes that were written as bytes, integers, floats or values without padding.
     /// - Nothing writes to bytes in `range` while the slice lives: no thread of this process
     ///   (through [`as_ptr`](Block::as_ptr), another view, a tape or a grid), no device, no
     ///   other process that maps the block.
@@ -340,6 +353,14 @@ impl Block {
     ///   the range, which ends the exclusive access such a reference claims. Values taken
     ///   from a tape or a grid overlapping the range must therefore be dead (a tape value
     ///   held only as a `&` reference, and read through it, is fine).
+    /// - No `&mut` reference to bytes in `range` was passed to a function that is still
+    ///   running: the function making the view, or any function below it on the stack. A
+    ///   reference argument is protected until its function returns, so the view is undefined
+    ///   behaviour there even if the reference is never used again. This rules out a helper
+    ///   like `fn upload(x: &mut [f32], tape: &Tape)` that views `tape.offset_of(x)`: give the
+    ///   helper the range (or a raw pointer) instead, and let the reference die before the
+    ///   call; or, inside the helper, read the bytes through `x` itself. The example shows
+    ///   both.
     ///
     /// # Panics
     /// If `range` is decreasing or reaches past [`len`](Block::len).
@@ -360,14 +381,38 @@ impl Block {
     /// assert_eq!(*counter, 1);
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    ///
+    /// A helper that views a tape value's bytes is given their range, not the value (see the
+    /// last rule above):
+    ///
+    /// ```
+    /// use std::ops::Range;
+    /// use unimem::{Block, Tape};
+    ///
+    /// /// Hands bytes `at` of the tape's block to a device; here, reads the first float back.
+    /// fn upload(tape: &Tape, at: Range<usize>) -> f32 {
+    ///     // SAFETY: the bytes were written as floats, nothing writes them while the view
+    ///     // lives, and no reference to them is used again or held by a running function.
+    ///     let bytes = unsafe { tape.block().range(at) };
+    ///     f32::from_ne_bytes(bytes[..4].try_into().unwrap())
+    /// }
+    ///
+    /// let tape = Tape::on(Block::open(8192)?);
+    /// let x: &mut [f32] = tape.take_fill(16, 1.0).unwrap();
+    /// x[0] = 2.0;
+    /// let at = tape.offset_of(&*x).unwrap();
+    /// let at = at..at + size_of_val(x); // the last use of `x`
+    /// assert_eq!(upload(&tape, at), 2.0);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
     #[inline]
     #[must_use]
     #[track_caller]
     pub unsafe fn range(&self, range: Range<usize>) -> &[u8] {
         let start = self.checked_start(&range, "range");
-        // SAFETY: `range` lies inside the region, which is valid, initialised (zeroed at
-        // creation) and mapped for `len` bytes while `self` lives; the caller promises that
-        // nothing writes those bytes meanwhile and that no live `&mut` covers them.
+        // SAFETY: `range` lies inside the region, which is valid and mapped for `len` bytes
+        // while `self` lives; the caller promises that the bytes are initialised, that
+        // nothing writes them meanwhile and that no live or protected `&mut` covers them.
         unsafe { core::slice::from_raw_parts(start, range.len()) }
     }
 
@@ -377,11 +422,19 @@ impl Block {
     /// valid. See [`range`](Block::range) for an example.
     ///
     /// # Safety
+    /// - Every byte in `range` is initialised, as for [`range`](Block::range) (the slice
+    ///   says `u8`, which has no uninitialised values). To fill bytes that may not be, write
+    ///   through [`as_ptr`](Block::as_ptr).
     /// - Nothing else reads or writes bytes in `range` while the slice lives: no other view,
     ///   pointer, tape or grid value in this process, no device, no other process.
     /// - No reference to bytes in `range` (shared or mutable) that exists when the view is
     ///   made is ever used again, even after the view is gone: making it claims the bytes
     ///   for itself, which ends every earlier claim on them.
+    /// - No reference to bytes in `range`, shared or mutable, was passed to a function that is
+    ///   still running (the one making the view, or any below it on the stack): it is
+    ///   protected until that function returns, so the view is undefined behaviour even if
+    ///   the reference is never used again. Pass a helper the range instead; see
+    ///   [`range`](Block::range).
     ///
     /// # Panics
     /// If `range` is decreasing or reaches past [`len`](Block::len).
@@ -399,10 +452,12 @@ impl Block {
     /// Views the whole block as bytes: [`range`](Block::range) over `0..len()`.
     ///
     /// # Safety
-    /// Those of [`range`](Block::range), for every byte of the block: nothing writes to the
-    /// block while the slice lives, and no `&mut` into the block that exists when the view is
-    /// made is ever used again. A value taken from a tape or grid on this block and still in
-    /// use rules it out: view the bytes you need with [`range`](Block::range) instead.
+    /// Those of [`range`](Block::range), for every byte of the block: every byte is
+    /// initialised, nothing writes to the block while the slice lives, no `&mut` into the
+    /// block that exists when the view is made is ever used again, and none was passed to a
+    /// function that is still running. A value taken from a tape or grid on this block and
+    /// still in use rules it out, and so does a tape value with padding, even a dead one:
+    /// view the bytes you need with [`range`](Block::range) instead.
     #[inline]
     #[must_use]
     pub unsafe fn as_slice(&self) -> &[u8] {
@@ -414,9 +469,10 @@ impl Block {
     /// `0..len()`.
     ///
     /// # Safety
-    /// Those of [`range_mut`](Block::range_mut), for every byte of the block: nothing else
-    /// reads or writes the block while the slice lives, and no reference into the block that
-    /// exists when the view is made (from a tape, a grid, another view) is ever used again.
+    /// Those of [`range_mut`](Block::range_mut), for every byte of the block: every byte is
+    /// initialised, nothing else reads or writes the block while the slice lives, and no
+    /// reference into the block that exists when the view is made (from a tape, a grid,
+    /// another view) is ever used again, nor was passed to a function that is still running.
     #[inline]
     #[must_use]
     #[allow(clippy::mut_from_ref, reason = "exclusivity is the caller's contract")]

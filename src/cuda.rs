@@ -126,7 +126,10 @@ pub enum Error {
         reason: String,
     },
     /// Some of the block is already registered with CUDA: by another live [`Registration`]
-    /// of the same block, or by code outside unimem.
+    /// of the same block, by code outside unimem, or by a `Registration` that was leaked
+    /// ([`core::mem::forget`]), whose addresses stay registered until the process exits,
+    /// even after its block is gone and a new block is mapped at the same addresses (see
+    /// [`Registration`]).
     AlreadyRegistered,
     /// A driver call failed: `cuMemHostRegister` refused to register the block, or a call
     /// around it failed.
@@ -172,8 +175,12 @@ impl fmt::Display for Error {
             ),
             Error::AlreadyRegistered => f.write_str(
                 "the block is already registered with CUDA \
-                 (CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED): keep one Registration per block \
-                 and share it, or drop the other registration first",
+                 (CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED): by another Registration of this \
+                 block that is still alive, by code outside unimem, or by a Registration that \
+                 was leaked (mem::forget), which leaves its addresses registered until the \
+                 process exits, also for a later block at the same addresses; keep one \
+                 Registration per block and share it, drop the other registration first, and \
+                 never leak one",
             ),
             Error::Refused {
                 call,
@@ -437,6 +444,13 @@ impl Block {
 /// block is registered and released (`cuDevicePrimaryCtxRelease`) when the registration is
 /// dropped, after the block is unregistered. Whatever context the caller had current may be
 /// destroyed while the registration lives; it was only asked which device it is on.
+///
+/// A registration that is leaked ([`core::mem::forget`], a reference cycle, `Box::leak`) is
+/// never unregistered: safe, but the driver keeps those addresses registered, and their
+/// pages pinned, until the process exits. Once the block is dropped, the system may map a
+/// later block at the same addresses, and registering that block fails with
+/// [`Error::AlreadyRegistered`]. Drop or [`unregister`](Registration::unregister) every
+/// registration.
 #[must_use = "dropping a registration unregisters the block at once"]
 pub struct Registration<'b> {
     block: &'b Block,

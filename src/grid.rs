@@ -270,6 +270,10 @@ impl<const CELL: usize, const N: usize> Grid<CELL, N> {
     /// process. The cells are the block's first `CELL × N` bytes, all free, and hold what the
     /// block holds; bytes beyond them are not used.
     ///
+    /// Cells are read safely, every byte, so those bytes must be initialised. A block is
+    /// (zeroes when opened, what was written when received), and stays so unless an `unsafe`
+    /// write through [`Block::as_ptr`] left uninitialised bytes, which its contract forbids.
+    ///
     /// A cell hands out `&mut` access to its bytes, so the grid must be the only thing touching
     /// them. A block opened here guarantees that; a block received from another process
     /// (`Block::from_fd`, `Block::from_mach_port`) does only under the agreement its `unsafe`

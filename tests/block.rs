@@ -153,6 +153,107 @@ fn a_range_view_leaves_values_outside_it_valid() {
 }
 
 #[test]
+fn views_over_bytes_a_tape_wrote_without_padding_are_clean() {
+    // Issue 21 §1: a view's bytes must be initialised, and a tape value with padding leaves
+    // some that are not, also after `clear`. Under Miri this checks that what the contract
+    // allows (bytes written as floats, bytes, values without padding) reads clean beside a
+    // padded value, before and after a clear that hands its bytes out again.
+    let mut tape = Tape::on(Block::options().pinning(Pinning::Off).open(8192).unwrap());
+    for round in 0..2u8 {
+        let padded: &mut (u8, u64) = tape.take_value((round, 2)).unwrap();
+        let floats: &mut [f32] = tape.take_copy(&[1.5f32; 8]).unwrap();
+        let at = tape.offset_of(&*floats).unwrap();
+        // SAFETY: the floats' bytes are initialised, nothing writes them while the view lives,
+        // and `floats` is not used again (nor held by a running function).
+        let seen = unsafe { tape.block().range(at..at + 32) };
+        assert_eq!(seen[..4], 1.5f32.to_ne_bytes());
+        assert_eq!(
+            padded.0, round,
+            "the padded value beside the view stays valid"
+        );
+        tape.clear();
+        // The padded value's bytes again, now written as bytes: a view reads them clean.
+        let bytes: &mut [u8] = tape.take_copy(&[7u8; 16]).unwrap();
+        let at = tape.offset_of(&*bytes).unwrap();
+        assert_eq!(at, 0, "the bytes the padded value had");
+        // SAFETY: as above.
+        assert_eq!(unsafe { tape.block().range(0..16) }, &[7; 16]);
+        tape.clear();
+    }
+}
+
+/// Hands bytes `at` of the tape's block to a device; here, reads the first float back. The
+/// sound shape of a helper (issue 21 §2): it gets the range, and no reference to the bytes.
+fn upload(tape: &Tape, at: std::ops::Range<usize>) -> f32 {
+    // SAFETY: the caller wrote the bytes as floats, nothing writes them while the view lives,
+    // and no reference to them is used again or held by a running function.
+    let bytes = unsafe { tape.block().range(at) };
+    f32::from_ne_bytes(bytes[..4].try_into().unwrap())
+}
+
+/// The other sound shape: the helper takes the reference and reads the bytes through it.
+fn upload_through(x: &mut [f32]) -> f32 {
+    // SAFETY: derived from `x`, so the bytes are `x`'s, initialised floats, for as long as
+    // the slice lives.
+    let bytes = unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<u8>(), size_of_val(x)) };
+    f32::from_ne_bytes(bytes[..4].try_into().unwrap())
+}
+
+#[test]
+fn a_helper_views_a_range_it_is_given_not_a_reference() {
+    // Under Miri (Stacked and Tree Borrows), the two shapes `Block::range` documents for a
+    // helper are clean; the one it forbids is `a_view_under_a_protected_reference_is_ub`.
+    let tape = Tape::on(Block::options().pinning(Pinning::Off).open(8192).unwrap());
+    let kept: &mut u64 = tape.take_value(1).unwrap();
+    let x: &mut [f32] = tape.take_fill(16, 1.0).unwrap();
+    x[0] = 2.0;
+    assert_eq!(upload_through(x), 2.0);
+    x[0] = 3.0;
+    let at = tape.offset_of(&*x).unwrap();
+    let at = at..at + size_of_val(x); // the last use of `x`
+    assert_eq!(upload(&tape, at), 3.0);
+    *kept += 1;
+    assert_eq!(*kept, 2);
+}
+
+/// The don't of `Block::range`'s contract, kept as a test that Miri must reject (it does not
+/// run in CI, and not without Miri: it is undefined behaviour). Run it by hand to see why the
+/// rule is there:
+/// `cargo +nightly miri test -p unimem --test block -- --ignored under_a_protected`
+/// reports that the view's read is not allowed while `x`'s protector is active (Stacked
+/// Borrows; with `-Zmiri-tree-borrows`, a foreign read of a protected, written reference).
+#[cfg(miri)]
+#[test]
+#[ignore = "undefined behaviour on purpose; run by hand under Miri, which must reject it"]
+fn a_view_under_a_protected_reference_is_ub() {
+    fn upload_wrong(x: &mut [f32], tape: &Tape) -> f32 {
+        x[0] = 2.0;
+        let at = tape.offset_of(&*x).unwrap();
+        // Not sound: `x` is an argument of this running function, so it is protected, and
+        // the view reads its bytes through another pointer, even though `x` is not used again.
+        let bytes = unsafe { tape.block().range(at..at + 4) };
+        f32::from_ne_bytes(bytes.try_into().unwrap())
+    }
+    let tape = Tape::on(Block::options().pinning(Pinning::Off).open(8192).unwrap());
+    let x: &mut [f32] = tape.take_fill(16, 1.0).unwrap();
+    let _ = upload_wrong(x, &tape);
+}
+
+/// The don't of the first rule: a view over a tape value's padding. Run by hand like
+/// `a_view_under_a_protected_reference_is_ub`; Miri reports uninitialised memory.
+#[cfg(miri)]
+#[test]
+#[ignore = "undefined behaviour on purpose; run by hand under Miri, which must reject it"]
+fn a_view_over_padding_is_ub() {
+    let tape = Tape::on(Block::options().pinning(Pinning::Off).open(8192).unwrap());
+    let padded: &(u8, u64) = tape.take_value((1u8, 2u64)).unwrap();
+    let at = tape.offset_of(padded).unwrap();
+    // Not sound: the value's padding bytes are uninitialised.
+    let bytes = unsafe { tape.block().range(at..at + 16) };
+    let _sum: u32 = bytes.iter().map(|&b| u32::from(b)).sum();
+}
+
+#[test]
 #[should_panic(expected = "is not a range of this block's")]
 fn a_range_past_the_end_panics() {
     let block = Block::open(1).unwrap();
@@ -176,7 +277,8 @@ fn block_is_send_and_sync_and_debug() {
     assert_send_sync::<Block>();
     let block = Block::open(4096).unwrap();
     let text = format!("{block:?}");
-    assert!(text.contains("len: 4096") || text.contains("len"), "{text}");
+    let len = format!("len: {}, pinned: {}", block.len(), block.is_pinned());
+    assert!(text.starts_with("Block {") && text.contains(&len), "{text}");
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: the only access to the block while this thread runs.
@@ -352,11 +454,13 @@ mod linux {
     }
 
     const CHILD_ENV: &str = "UNIMEM_BLOCK_TEST_CHILD";
+    /// How long a child test may run: each takes well under a second.
+    const CHILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
     /// Runs the ignored test `name` of this binary in a child process of its own, so that it
     /// can lower its limits and drop capabilities, and checks that it ran and passed.
     fn run_child(name: &str) {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--ignored",
                 "--exact",
@@ -365,8 +469,25 @@ mod linux {
                 "--test-threads=1",
             ])
             .env(CHILD_ENV, "1")
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        // A child that hangs fails the test instead of hanging it.
+        let deadline = std::time::Instant::now() + CHILD_TIMEOUT;
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "{name} did not finish in {CHILD_TIMEOUT:?}:\n{}\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{name} failed:\n{stdout}\n{stderr}");
@@ -626,6 +747,52 @@ mod linux {
     #[test]
     fn an_address_space_refusal_names_size_and_limit() {
         run_child("address_space_child");
+    }
+
+    /// Runs in a child process, which it forks: the fork's child must not reach the memory of
+    /// a block (`MADV_DONTFORK`), or it would hand out, and write, the bytes the parent's tape
+    /// handed out too. Forking here rather than in the test runner keeps the fork away from
+    /// the runner's other test threads.
+    #[test]
+    #[ignore = "runs only as the child of a_forked_child_cannot_touch_a_tapes_memory"]
+    fn fork_child() {
+        in_child();
+        let tape = Tape::on(Block::options().pinning(Pinning::Off).open(4096).unwrap());
+        let value: &mut u64 = tape.take_value(1).unwrap();
+        let at: *mut u64 = &raw mut *value;
+        // SAFETY: the fork's child only sets a limit, writes memory and exits: nothing that
+        // another thread of the parent could have left half done.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: a valid rlimit; no core file for the fault expected next.
+            unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+            // What this copy of the tape handed out: a write must fault, not reach the parent.
+            // SAFETY: in this process nothing else uses the value; if the mapping were
+            // inherited, this is the aliasing write the test catches.
+            unsafe { at.write_volatile(2) };
+            // SAFETY: _exit ends the fork's child at once, running nothing of the parent's.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child, writing its status into a valid int.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
+            "the fork's child was not stopped by SIGSEGV when it wrote the block (wait status \
+             {status:#x}): it inherited the mapping"
+        );
+        assert_eq!(*value, 1, "the fork's child wrote the parent's tape value");
+        println!("child fork_child: all checks passed");
+    }
+
+    #[test]
+    fn a_forked_child_cannot_touch_a_tapes_memory() {
+        run_child("fork_child");
     }
 }
 

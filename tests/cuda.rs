@@ -519,6 +519,34 @@ fn registering_a_block_twice_is_already_registered() {
 }
 
 #[test]
+fn a_leaked_registration_keeps_its_addresses_registered_and_the_error_says_so() {
+    let fake = Fake::new();
+    let block = small_block(8192);
+    std::mem::forget(fake.driver.register(&block).unwrap());
+    let err = fake.driver.register(&block).unwrap_err();
+    assert!(matches!(err, Error::AlreadyRegistered), "{err:?}");
+    let text = err.to_string();
+    for needle in [
+        "leaked (mem::forget)",
+        "a later block at the same addresses",
+        "never leak",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from {text:?}");
+    }
+    // The block goes, its registration stays; a later block mapped at the same addresses
+    // cannot be registered.
+    let (at, len) = (block.as_ptr(), block.len());
+    drop(block);
+    assert_eq!(fake.registered(at), Some(len), "the driver still has it");
+    let later = (0..100)
+        .map(|_| small_block(8192))
+        .find(|later| later.as_ptr() == at)
+        .expect("the system maps a new block of the same size where the last one was");
+    let err = fake.driver.register(&later).unwrap_err();
+    assert!(matches!(err, Error::AlreadyRegistered), "{err:?}");
+}
+
+#[test]
 fn a_refused_registration_names_the_driver_error_and_leaves_nothing_behind() {
     for (code, name, hint) in [
         (801, "CUDA_ERROR_NOT_SUPPORTED", "cuMemAllocHost"),

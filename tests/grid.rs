@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread;
+use std::time::{Duration, Instant};
 use unimem::{Block, Cell, Error, Grid, OwnedCell, Pinning, Stash};
 
 /// A grid pinned if the system allows it, so that the tests do not depend on the memory-lock
@@ -34,6 +35,41 @@ fn on_fresh_threads(check: impl Fn() + Sync) {
         thread::scope(|s| {
             s.spawn(&check);
         });
+    }
+}
+
+/// How long any wait in these tests may last: a cell that never comes back (a lost cell) must
+/// fail a test, not hang it. Waits here last microseconds; under Miri the clock is virtual
+/// (about 5 µs a basic block), hence more room.
+const PATIENCE: Duration = Duration::from_secs(if cfg!(miri) { 600 } else { 120 });
+
+/// The end of a wait that must not last longer than [`PATIENCE`].
+struct Deadline(Instant);
+
+impl Deadline {
+    fn start() -> Deadline {
+        Deadline(Instant::now() + PATIENCE)
+    }
+
+    /// Panics, naming `what` was awaited, once the deadline has passed.
+    #[track_caller]
+    fn check(&self, what: &str) {
+        assert!(
+            Instant::now() < self.0,
+            "waited {PATIENCE:?} for {what}: a cell was lost, or a thread hangs"
+        );
+    }
+}
+
+/// The next message, or a panic once [`PATIENCE`] has passed; `None` when every sender is gone.
+#[track_caller]
+fn receive<T>(from: &mpsc::Receiver<T>) -> Option<T> {
+    match from.recv_timeout(PATIENCE) {
+        Ok(message) => Some(message),
+        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("waited {PATIENCE:?} for a cell from a producer: a producer hangs")
+        }
     }
 }
 
@@ -357,6 +393,87 @@ fn remaining_and_used_add_up_to_the_capacity() {
     assert_eq!((grid.remaining(), grid.used()), (100, 0));
 }
 
+/// A message with its padding spelled out as a field, as `Cell::as_mut_ptr` asks: no byte of
+/// it is uninitialised.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Message {
+    tag: u8,
+    pad: [u8; 7],
+    value: u64,
+}
+
+#[test]
+fn a_value_without_padding_written_through_as_mut_ptr_reads_safely_for_the_next_owner() {
+    // Issue 21 §1: the next owner's safe `Deref` reads every byte of the cell, so what is
+    // written through `as_mut_ptr` must leave none uninitialised. Under Miri this checks that
+    // the documented way (a value without padding) does not.
+    let grid = grid::<64, 1>();
+    {
+        let mut cell = grid.take().unwrap();
+        let message = Message {
+            tag: 1,
+            pad: [0; 7],
+            value: 2,
+        };
+        // SAFETY: the cell is ours, 64 bytes and 64-byte aligned; `Message` has no padding.
+        unsafe { cell.as_mut_ptr().cast::<Message>().write(message) };
+    }
+    let next = grid.take().unwrap();
+    assert_eq!(next.iter().map(|&b| u32::from(b)).sum::<u32>(), 3);
+    assert_eq!(next.as_slice_of::<u64>()[1], 2);
+}
+
+#[test]
+fn bytes_written_through_the_block_before_on_are_read_safely_by_the_cells() {
+    // The other way into a cell: writes through `Block::as_ptr`, before the grid exists. Its
+    // contract asks for initialised bytes; under Miri this checks that integers are.
+    let block = open_block(4096);
+    for i in 0..16 {
+        // SAFETY: the block is ours alone and 4096 bytes long; u64s have no padding.
+        unsafe { block.as_ptr().cast::<u64>().add(i).write(i as u64) };
+    }
+    let grid = Grid::<64, 2>::on(block).unwrap();
+    let cells = take_all(&grid);
+    let sums: Vec<u32> = cells
+        .iter()
+        .map(|cell| cell.iter().map(|&b| u32::from(b)).sum())
+        .collect();
+    let mut sums_by_index = [0; 2];
+    for (cell, sum) in cells.iter().zip(sums) {
+        sums_by_index[cell.index()] = sum;
+    }
+    assert_eq!(sums_by_index, [(0..8).sum::<u32>(), (8..16).sum::<u32>()]);
+}
+
+/// What `Cell::as_mut_ptr`'s contract rules out: a padded struct written through it leaves
+/// uninitialised bytes that the next owner's safe `Deref` reads. Undefined behaviour, so it
+/// runs only by hand, under Miri, which must report uninitialised memory:
+/// `cargo +nightly miri test -p unimem --test grid -- --ignored padded_value`
+#[cfg(miri)]
+#[test]
+#[ignore = "undefined behaviour on purpose; run by hand under Miri, which must reject it"]
+fn a_padded_value_written_through_as_mut_ptr_is_outside_the_contract() {
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Padded {
+        tag: u8,
+        value: u64, // 7 padding bytes before it
+    }
+    let grid = grid::<64, 1>();
+    {
+        let mut cell = grid.take().unwrap();
+        // Not sound: breaks `as_mut_ptr`'s contract (padding bytes).
+        unsafe {
+            cell.as_mut_ptr()
+                .cast::<Padded>()
+                .write(Padded { tag: 1, value: 2 })
+        };
+    }
+    let next = grid.take().unwrap();
+    let _sum: u32 = next.iter().map(|&b| u32::from(b)).sum();
+}
+
 fn open_block(len: usize) -> Block {
     Block::options()
         .pinning(Pinning::BestEffort)
@@ -629,10 +746,12 @@ fn stress<'g, const N: usize, S: Source<'g, N>>(
                 let mut source = make();
                 let mut held = VecDeque::new();
                 for seq in 0..CYCLES {
+                    let deadline = Deadline::start();
                     let mut cell = loop {
                         if let Some(cell) = source.take() {
                             break cell;
                         }
+                        deadline.check("a free cell");
                         // The free cells may all sit in other threads' hands and stashes: let
                         // go of ours, so that the threads can never all wait on each other.
                         for (cell, seq) in held.drain(..) {
@@ -696,18 +815,23 @@ fn stress_cells_sent_through_a_channel() {
     const PER_PRODUCER: u64 = if cfg!(miri) { 200 } else { 250_000 };
     let grid = grid::<64, 256>();
     let ledger = Ledger::new(256);
-    let (send, receive) = mpsc::channel();
+    let (send, receiver) = mpsc::channel();
     thread::scope(|s| {
         for owner in 1..=2 {
             let (send, ledger, grid) = (send.clone(), &ledger, &grid);
             s.spawn(move || {
                 let mut stash = grid.stash();
                 for seq in 0..PER_PRODUCER {
-                    // The consumer gives every cell back, so waiting for one always ends.
+                    // The consumer gives every cell back, so waiting for one always ends,
+                    // unless a cell is lost: then the deadline fails the test.
+                    let deadline = Deadline::start();
                     let mut cell = loop {
                         match stash.take() {
                             Some(cell) => break cell,
-                            None => thread::yield_now(),
+                            None => {
+                                deadline.check("a free cell");
+                                thread::yield_now();
+                            }
                         }
                     };
                     ledger.claim(&mut cell, owner, seq);
@@ -722,7 +846,7 @@ fn stress_cells_sent_through_a_channel() {
         s.spawn(move || {
             let mut stash = grid.stash();
             let mut received = 0;
-            for (cell, owner, seq) in receive {
+            while let Some((cell, owner, seq)) = receive(&receiver) {
                 ledger.release(&cell, owner, seq);
                 if seq % 2 == 0 {
                     stash.give(cell);
@@ -747,7 +871,7 @@ fn stress_owned_cells_across_spawned_threads() {
     type Frames = Grid<64, 128>;
     let grid = Arc::new(grid::<64, 128>());
     let ledger = Arc::new(Ledger::new(128));
-    let (send, receive) = mpsc::channel::<(OwnedCell<64, 128>, u64, u64)>();
+    let (send, receiver) = mpsc::channel::<(OwnedCell<64, 128>, u64, u64)>();
     let producers: Vec<_> = (1..=THREADS)
         .map(|owner| {
             let (grid, ledger, send): (Arc<Frames>, _, _) =
@@ -755,10 +879,12 @@ fn stress_owned_cells_across_spawned_threads() {
             thread::spawn(move || {
                 let mut held = VecDeque::new();
                 for seq in 0..PER_THREAD {
+                    let deadline = Deadline::start();
                     let mut cell = loop {
                         if let Some(cell) = grid.take_owned() {
                             break cell;
                         }
+                        deadline.check("a free cell");
                         // The consumer drops what it receives; let go of ours too, so that
                         // the producers never all wait on each other.
                         for (cell, seq) in held.drain(..) {
@@ -789,7 +915,7 @@ fn stress_owned_cells_across_spawned_threads() {
         let ledger = Arc::clone(&ledger);
         thread::spawn(move || {
             let mut received = 0;
-            for (cell, owner, seq) in receive {
+            while let Some((cell, owner, seq)) = receive(&receiver) {
                 ledger.release(&cell, owner, seq);
                 received += 1;
             }

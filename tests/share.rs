@@ -41,9 +41,58 @@ mod linux {
     use std::os::unix::process::ExitStatusExt;
     use std::process::{Child, Command, Output, Stdio};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
     use unimem::share::{self, ReadOnlyBlock};
     use unimem::{Block, Error, Pinning};
+
+    /// How long any wait in these tests may last (a child to connect, a message, a child to
+    /// exit): a side that hangs fails the test instead of hanging it. Each wait here takes
+    /// milliseconds.
+    const PATIENCE: Duration = Duration::from_secs(120);
+
+    /// Every read and write on `stream` gives up after [`PATIENCE`].
+    fn bound(stream: &UnixStream) {
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    }
+
+    /// Waits for `child` to exit, collecting what it prints; kills it and panics, with what
+    /// it printed, once [`PATIENCE`] has passed.
+    fn wait_bounded(mut child: Child, what: &str) -> Output {
+        // Drain the pipes meanwhile, so that a child printing much cannot block on them.
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            let mut pipe = pipe.expect("stdout and stderr are piped");
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let status = child.wait().unwrap();
+                let out = Output {
+                    status,
+                    stdout: stdout.join().unwrap(),
+                    stderr: stderr.join().unwrap(),
+                };
+                panic!("{what} did not exit within {PATIENCE:?}:\n{}", text(&out));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Output {
+            status,
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
+        }
+    }
 
     /// Set for a child test: the abstract socket name its parent listens on.
     const SOCKET_ENV: &str = "UNIMEM_SHARE_TEST_SOCKET";
@@ -88,6 +137,7 @@ mod linux {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
+            let deadline = Instant::now() + PATIENCE;
             let stream = loop {
                 match listener.accept() {
                     Ok((stream, _)) => break stream,
@@ -96,12 +146,21 @@ mod linux {
                             let out = child.wait_with_output().unwrap();
                             panic!("{test} exited before connecting:\n{}", text(&out));
                         }
+                        if Instant::now() > deadline {
+                            let _ = child.kill();
+                            let out = child.wait_with_output().unwrap();
+                            panic!(
+                                "{test} did not connect within {PATIENCE:?}:\n{}",
+                                text(&out)
+                            );
+                        }
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     Err(err) => panic!("accept: {err}"),
                 }
             };
             stream.set_nonblocking(false).unwrap();
+            bound(&stream);
             Peer { child, stream }
         }
 
@@ -152,10 +211,10 @@ mod linux {
             u64::from_ne_bytes(bytes)
         }
 
-        /// Closes our end and waits for the child to exit.
+        /// Closes our end and waits for the child to exit (for at most [`PATIENCE`]).
         fn finish(self) -> Output {
             drop(self.stream);
-            self.child.wait_with_output().unwrap()
+            wait_bounded(self.child, "the child")
         }
 
         /// Closes our end, waits, and checks the child passed and printed `marker`.
@@ -184,7 +243,10 @@ mod linux {
     fn connect_to_parent() -> UnixStream {
         let name = std::env::var(SOCKET_ENV)
             .expect("a child test, run only by its parent test (which sets the socket name)");
-        UnixStream::connect_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap()
+        let stream =
+            UnixStream::connect_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap();
+        bound(&stream);
+        stream
     }
 
     fn send_u64(stream: &UnixStream, value: u64) {

@@ -13,35 +13,56 @@
 //! `--write` replaces the part of the file between `<!-- bench-table:begin -->` and
 //! `<!-- bench-table:end -->`. No dependencies: the few numbers needed are picked out of the
 //! JSON by hand.
+//!
+//! A table with holes is not a result: when a benchmark the table or a target needs has no
+//! estimates (every baseline of a target counts), or a target's estimates were written too far
+//! apart to come from one run ([`SAME_RUN`]), the tool says which, writes nothing, and exits
+//! with status 1.
 
 mod spec;
 
 use spec::{Bench, Bound, COLUMNS, Measure, ROWS, TARGETS, Target, Unit};
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 use std::{env, fs, process};
 
 const BEGIN: &str = "<!-- bench-table:begin -->";
 const END: &str = "<!-- bench-table:end -->";
 
-/// One benchmark's mean time per iteration, in nanoseconds, or `None` if it was not run.
+/// The estimates of the last run of each benchmark, read on demand; which were not found.
 struct Estimates {
     root: PathBuf,
     missing: BTreeSet<String>,
 }
 
+/// One benchmark's mean time per iteration, in nanoseconds, and when criterion wrote it.
+#[derive(Clone, Copy)]
+struct Estimate {
+    mean_ns: f64,
+    written: SystemTime,
+}
+
 impl Estimates {
-    fn mean_ns(&mut self, Bench(group, function): Bench) -> Option<f64> {
+    fn mean_ns(&mut self, bench: Bench) -> Option<f64> {
+        self.estimate(bench).map(|estimate| estimate.mean_ns)
+    }
+
+    /// `bench`'s estimate, or `None` (and `bench` noted as missing) if it was not run.
+    fn estimate(&mut self, Bench(group, function): Bench) -> Option<Estimate> {
         let path = self
             .root
             .join(group)
             .join(function)
             .join("new/estimates.json");
-        let found = fs::read_to_string(&path)
-            .ok()
-            .and_then(|json| point_estimate(&json, "mean"));
+        let found = fs::read_to_string(&path).ok().and_then(|json| {
+            Some(Estimate {
+                mean_ns: point_estimate(&json, "mean")?,
+                written: fs::metadata(&path).ok()?.modified().ok()?,
+            })
+        });
         if found.is_none() {
             self.missing.insert(format!("{group}/{function}"));
         }
@@ -129,24 +150,79 @@ fn table(est: &mut Estimates) -> String {
     out
 }
 
-/// What `target` measured in this run, or `None` if a benchmark it needs was not run.
-fn measure(est: &mut Estimates, target: &Target) -> Option<f64> {
-    match target.measure {
-        Measure::Time(bench) => est.mean_ns(bench),
-        Measure::Ratio(bench, baselines) => {
-            let time = est.mean_ns(bench);
-            // Look every baseline up, so that each one missing is reported.
-            let fastest = baselines
-                .iter()
-                .filter_map(|&baseline| est.mean_ns(baseline))
-                .reduce(f64::min);
-            Some(time? / fastest?)
+/// How far apart in time the estimates of one target may have been written and still count
+/// as one run. A target compares benchmarks of one bench binary, which criterion runs one
+/// after another in a few minutes; estimates written further apart come from different runs
+/// (one of them rerun alone, or left over from an older run), and their ratio means nothing.
+const SAME_RUN: Duration = Duration::from_secs(15 * 60);
+
+/// Why a target has no measurement.
+enum Unmeasured {
+    /// These benchmarks have no estimates.
+    Missing(Vec<String>),
+    /// The estimates were written this far apart: not one run.
+    DifferentRuns(Duration),
+}
+
+impl fmt::Display for Unmeasured {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unmeasured::Missing(benches) => write!(f, "not measured: no {}", benches.join(", ")),
+            Unmeasured::DifferentRuns(apart) => write!(
+                f,
+                "not measured together: estimates written {} min apart",
+                apart.as_secs() / 60
+            ),
         }
     }
 }
 
-fn target_table(est: &mut Estimates) -> String {
+/// What `target` measured, or why it cannot say: a benchmark it needs (any of them, every
+/// baseline included) was not run, or its estimates come from different runs.
+fn measure(est: &mut Estimates, target: &Target) -> Result<f64, Unmeasured> {
+    let benches: Vec<Bench> = match target.measure {
+        Measure::Time(bench) => vec![bench],
+        Measure::Ratio(bench, baselines) => [bench]
+            .into_iter()
+            .chain(baselines.iter().copied())
+            .collect(),
+    };
+    let mut estimates = Vec::new();
+    let mut missing = Vec::new();
+    for bench in benches {
+        match est.estimate(bench) {
+            Some(estimate) => estimates.push(estimate),
+            None => missing.push(format!("{}/{}", bench.0, bench.1)),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Unmeasured::Missing(missing));
+    }
+    let first = estimates
+        .iter()
+        .map(|e| e.written)
+        .min()
+        .expect("a target names a benchmark");
+    let last = estimates
+        .iter()
+        .map(|e| e.written)
+        .max()
+        .expect("a target names a benchmark");
+    let apart = last.duration_since(first).unwrap_or_default();
+    if apart > SAME_RUN {
+        return Err(Unmeasured::DifferentRuns(apart));
+    }
+    let fastest_baseline = estimates[1..].iter().map(|e| e.mean_ns).reduce(f64::min);
+    Ok(match fastest_baseline {
+        Some(fastest) => estimates[0].mean_ns / fastest,
+        None => estimates[0].mean_ns,
+    })
+}
+
+/// The targets' table, and how many targets could not be measured.
+fn target_table(est: &mut Estimates) -> (String, usize) {
     let mut out = String::from("| target | limit | measured | met |\n|---|---|---|---|\n");
+    let mut unmeasured = 0;
     for target in TARGETS {
         let (sign, limit) = match target.bound {
             Bound::AtMost(limit) => ("≤", limit),
@@ -154,14 +230,18 @@ fn target_table(est: &mut Estimates) -> String {
         };
         let unit = target.unit;
         let (measured, met) = match measure(est, target) {
-            Some(v) => {
+            Ok(v) => {
                 let met = match target.bound {
                     Bound::AtMost(limit) => v <= limit,
                     Bound::AtLeast(limit) => v >= limit,
                 };
                 (format!("{v:.2}{unit}"), if met { "yes" } else { "**no**" })
             }
-            None => ("not measured".to_owned(), "?"),
+            Err(why) => {
+                unmeasured += 1;
+                eprintln!("target {:?}: {why}", target.what);
+                (why.to_string(), "?")
+            }
         };
         let what = target.what;
         let _ = writeln!(
@@ -169,7 +249,7 @@ fn target_table(est: &mut Estimates) -> String {
             "| {what} | {sign} {limit}{unit} | {measured} | {met} |"
         );
     }
-    out
+    (out, unmeasured)
 }
 
 /// "CPU model, N cores, Linux x.y.z, date": where and when the numbers were taken.
@@ -203,7 +283,13 @@ fn main() {
     let mut root = criterion_home();
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--write" => write_to = args.next().map(PathBuf::from),
+            "--write" => match args.next() {
+                Some(path) => write_to = Some(PathBuf::from(path)),
+                None => {
+                    eprintln!("--write needs a file: bench_table --write README.md");
+                    process::exit(2);
+                }
+            },
             "--criterion" => root = args.next().map(PathBuf::from).unwrap_or(root),
             other => {
                 eprintln!(
@@ -224,15 +310,36 @@ fn main() {
         root,
         missing: BTreeSet::new(),
     };
+    let rows = table(&mut est);
+    let (targets, unmeasured) = target_table(&mut est);
     let section = format!(
-        "{BEGIN}\n_{}_\n\n{}\nTargets, as ratios measured in the same run:\n\n{}{END}",
+        "{BEGIN}\n_{}_\n\n{rows}\nTargets, as ratios measured in the same run:\n\n{targets}{END}",
         machine(),
-        table(&mut est),
-        target_table(&mut est),
     );
     println!("{section}");
+    // A table with holes, or with a ratio of estimates from different runs, is not a result:
+    // say what is wrong and fail, and do not write it.
+    let mut complete = true;
     if !est.missing.is_empty() {
-        eprintln!("not measured: {}", Vec::from_iter(est.missing).join(", "));
+        eprintln!(
+            "not measured: {}; run `cargo bench` (all of it) and then this tool again",
+            Vec::from_iter(est.missing).join(", ")
+        );
+        complete = false;
+    }
+    if unmeasured > 0 {
+        eprintln!(
+            "{unmeasured} of {} targets could not be checked (see above); run `cargo bench` \
+             (all of it) and then this tool again",
+            TARGETS.len()
+        );
+        complete = false;
+    }
+    if !complete {
+        if let Some(path) = write_to {
+            eprintln!("did not write {}: the table is incomplete", path.display());
+        }
+        process::exit(1);
     }
     if let Some(path) = write_to {
         if let Err(err) = splice(&path, &section) {

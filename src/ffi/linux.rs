@@ -72,6 +72,8 @@ pub const MLOCK_ONFAULT: c_uint = 0x01;
 pub const MADV_POPULATE_READ: c_int = 22;
 /// `madvise`: fault every page in, writable, without changing it (Linux 5.14).
 pub const MADV_POPULATE_WRITE: c_int = 23;
+/// `madvise`: leave the range out of a child made by `fork` (Linux 2.6.16).
+pub const MADV_DONTFORK: c_int = 10;
 
 /// Socket option level for the socket layer itself (`SOL_SOCKET`).
 #[cfg(not(any(

@@ -109,6 +109,7 @@ const _: () = {
     same_constant!(linux::MLOCK_ONFAULT, libc::MLOCK_ONFAULT);
     same_constant!(linux::MADV_POPULATE_READ, libc::MADV_POPULATE_READ);
     same_constant!(linux::MADV_POPULATE_WRITE, libc::MADV_POPULATE_WRITE);
+    same_constant!(linux::MADV_DONTFORK, libc::MADV_DONTFORK);
     same_constant!(linux::EPERM, libc::EPERM);
     same_constant!(linux::EBADF, libc::EBADF);
     same_constant!(linux::F_GETFL, libc::F_GETFL);

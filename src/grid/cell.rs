@@ -144,6 +144,34 @@ macro_rules! cell_access {
             }
 
             /// The first byte, for writing; valid for `CELL` bytes while the cell is yours.
+            ///
+            /// Whatever is written must leave every byte of the cell initialised: the cell's
+            /// safe views (its `Deref` to bytes, [`as_slice_of`](Self::as_slice_of)) read
+            /// every byte, yours and every later owner's. Write bytes, integers, floats, or
+            /// values without padding (a `#[repr(C)]` struct with its padding spelled out as
+            /// fields); a struct with padding bytes or a `MaybeUninit` that was never written
+            /// leaves uninitialised bytes behind, and a safe read of them is undefined
+            /// behaviour.
+            ///
+            /// ```
+            /// #[repr(C)]
+            /// #[derive(Clone, Copy)]
+            /// struct Message {
+            ///     tag: u8,
+            ///     pad: [u8; 7], // not `value: u64` right after `tag`: no padding bytes
+            ///     value: u64,
+            /// }
+            /// let grid = unimem::Grid::<64, 1>::new()?;
+            /// let mut cell = grid.take().unwrap();
+            /// let message = Message { tag: 1, pad: [0; 7], value: 2 };
+            /// // SAFETY: the cell is 64-byte aligned and holds 64 bytes; `Message` has none
+            /// // uninitialised.
+            /// unsafe { cell.as_mut_ptr().cast::<Message>().write(message) };
+            /// drop(cell);
+            /// let next = grid.take().unwrap(); // reads every byte, safely
+            /// assert_eq!(next.iter().map(|&b| u32::from(b)).sum::<u32>(), 3);
+            /// # Ok::<(), unimem::Error>(())
+            /// ```
             #[inline]
             #[must_use]
             pub fn as_mut_ptr(&mut self) -> *mut u8 {
@@ -198,7 +226,9 @@ macro_rules! cell_access {
             #[inline]
             fn deref(&self) -> &[u8] {
                 // SAFETY: the cell's `CELL` bytes lie inside the block and are initialised
-                // (blocks are zeroed at creation, or hold what another process wrote). This
+                // (blocks are zeroed at creation, or hold what another process wrote; safe
+                // views write only initialised bytes, and writes through `as_mut_ptr` and
+                // `Block::as_ptr` must, by their contracts). This
                 // handle is their only owner: the bitmap hands each cell to one claimant at a
                 // time, and a handle cannot be copied.
                 unsafe { core::slice::from_raw_parts(self.as_ptr(), CELL) }

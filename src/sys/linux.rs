@@ -204,11 +204,22 @@ impl Region {
         let ptr = NonNull::new(addr.cast()).ok_or(Error::Unsupported {
             what: "mmap placed the block at address 0, which Rust cannot use; report this",
         })?;
-        Ok(Region {
+        let region = Region {
             ptr,
             len,
             memory: Memory { fd, access },
-        })
+        };
+        // A child made by `fork` would get this shared mapping beside its own copy of every
+        // tape cursor and grid bitmap over it, and both processes would hand out the same
+        // bytes. Leave the mapping out of children: what a child inherits faults when touched,
+        // and a child that should share the block is sent its fd.
+        // SAFETY: the range is the mapping just made; the advice changes no byte of it.
+        let rc = unsafe { linux::madvise(ptr.as_ptr().cast(), len, linux::MADV_DONTFORK) };
+        if rc != 0 {
+            // `region` is dropped here, which unmaps it and closes the descriptor.
+            return Err(os_error("madvise(MADV_DONTFORK)"));
+        }
+        Ok(region)
     }
 
     /// The memfd, borrowed for as long as the region lives.
