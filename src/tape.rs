@@ -8,9 +8,11 @@ mod lane;
 #[cfg(all(test, loom))]
 mod loom_tests;
 mod per_thread;
+mod steps;
 mod typed;
 
 pub use lane::Lane;
+pub use steps::{Step, Steps, StepsBusy};
 
 use crate::block::{Block, OpenOptions};
 use crate::error::Error;
