@@ -4,6 +4,8 @@
 
 #[cfg(feature = "allocator-api2")]
 mod allocator;
+#[cfg(feature = "allocator-api2")]
+mod collections;
 mod lane;
 #[cfg(all(test, loom))]
 mod loom_tests;
@@ -11,6 +13,8 @@ mod per_thread;
 mod steps;
 mod typed;
 
+#[cfg(feature = "allocator-api2")]
+pub use collections::{CollectIn, FromIteratorIn, TapeBox, TapeString, TapeVec};
 pub use lane::Lane;
 pub use steps::{Step, Steps, StepsBusy};
 
