@@ -564,6 +564,28 @@ mod loom_tests {
     }
 
     #[test]
+    fn loom_two_waiting_clears_and_a_guard() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let model = Model::new();
+            let clearer = {
+                let model = model.clone();
+                thread::spawn(move || model.clear(true))
+            };
+            let worker = {
+                let model = model.clone();
+                thread::spawn(move || model.work(model.steps.enter()))
+            };
+            model.clear(true);
+            assert!(clearer.join().unwrap());
+            assert!(worker.join().unwrap() <= 2);
+            // SAFETY: both threads are joined.
+            assert_eq!(model.memory.with(|m| unsafe { *m }), 2, "both clears ran");
+        });
+    }
+
+    #[test]
     fn loom_two_guards_and_a_waiting_clear() {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(3);
