@@ -306,3 +306,30 @@ mod short_names {
         }
     }
 }
+
+/// Running out of tape in a collection: the `try_` forms answer instead of aborting.
+mod out_of_tape {
+    use super::tape;
+    use unimem::TapeString;
+
+    #[test]
+    fn try_collect_vec_says_when_the_tape_is_full_and_a_clear_makes_room_again() {
+        let mut tape = tape(4096);
+        let capacity = tape.capacity();
+        // No size hint, so it grows step by step until the tape runs out.
+        let too_many = (0..capacity as u64).filter(|_| true);
+        assert!(tape.try_collect_vec(too_many).is_err());
+        // What the failed collection took stays taken until the tape is cleared.
+        tape.clear();
+        // With an exact size hint, the first reservation already fails, taking nothing.
+        assert!(tape.try_collect_vec(0..capacity as u64).is_err());
+        assert_eq!(tape.used(), 0);
+        let fits = tape.try_collect_vec(0..8u8).expect("8 bytes fit");
+        assert_eq!(fits, [0, 1, 2, 3, 4, 5, 6, 7]);
+        let mut s = TapeString::new_in(&tape);
+        assert!(s.try_reserve(capacity).is_err());
+        assert!(s.try_reserve(16).is_ok());
+        s.push_str("still usable");
+        assert_eq!(s, "still usable");
+    }
+}

@@ -3,6 +3,7 @@
 
 use super::Tape;
 use allocator_api2::boxed::Box;
+use allocator_api2::collections::TryReserveError;
 use allocator_api2::vec::Vec;
 use core::borrow::{Borrow, BorrowMut};
 use core::fmt;
@@ -12,6 +13,11 @@ use core::ops::{Deref, DerefMut};
 /// A growable array whose elements live on a tape: allocator-api2's `Vec` with `&'t Tape` as
 /// its allocator. It borrows the tape, so the tape cannot be cleared while it lives; dropping
 /// it runs its elements' destructors but gives no memory back (the next clear does).
+///
+/// A tape collection that outgrows its tape does what `std`'s collections do when memory runs
+/// out: allocator-api2 calls `handle_alloc_error`, which aborts the process. Where the tape
+/// may be too small, grow with `try_reserve` first (or collect with
+/// [`Tape::try_collect_vec`]), which answer with an error instead.
 ///
 /// ```
 /// use unimem::{Tape, TapeVec};
@@ -80,11 +86,9 @@ impl<'t> TapeString<'t> {
         }
     }
 
-    /// An empty string with room for `capacity` bytes.
-    ///
-    /// # Panics
-    /// If the tape cannot fit them, as every allocation of a tape collection does: use
-    /// `try_reserve` on a string from [`new_in`](TapeString::new_in) to get an error instead.
+    /// An empty string with room for `capacity` bytes. If the tape cannot fit them, the
+    /// process aborts, as with every allocation of a tape collection (see [`TapeVec`]):
+    /// [`try_reserve`](TapeString::try_reserve) answers with an error instead.
     ///
     /// ```
     /// let tape = unimem::Tape::start(4096)?;
@@ -112,6 +116,23 @@ impl<'t> TapeString<'t> {
         let mut s = TapeString::with_capacity_in(text.len(), tape);
         s.push_str(text);
         s
+    }
+
+    /// Makes room for at least `additional` more bytes, or says why it cannot: the tape is
+    /// full (or the size overflows). Nothing changes on an error.
+    ///
+    /// # Errors
+    /// When the tape cannot fit the string's new size.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let mut s = unimem::TapeString::new_in(&tape);
+    /// assert!(s.try_reserve(100).is_ok());
+    /// assert!(s.try_reserve(1 << 20).is_err()); // larger than the tape
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn try_reserve(&mut self, additional: usize) -> Result<(), TryReserveError> {
+        self.bytes.try_reserve(additional)
     }
 
     /// Appends `text`.
@@ -345,9 +366,9 @@ impl<I: Iterator> CollectIn for I {}
 impl Tape {
     /// Collects `iter` into a [`TapeVec`] on this tape: `collect`, with the tape as the place.
     /// Grows in place while nothing else is taken in between, so no copies are left behind.
-    ///
-    /// # Panics
-    /// If the tape cannot fit the elements (as every allocation of a tape collection).
+    /// If the tape cannot fit the elements the process aborts, as with every allocation of a
+    /// tape collection (see [`TapeVec`]); [`try_collect_vec`](Tape::try_collect_vec) answers
+    /// with an error instead.
     ///
     /// ```
     /// let tape = unimem::Tape::start(4096)?;
@@ -358,6 +379,35 @@ impl Tape {
     /// ```
     pub fn collect_vec<I: IntoIterator>(&self, iter: I) -> TapeVec<'_, I::Item> {
         TapeVec::from_iter_in(iter, self)
+    }
+
+    /// [`collect_vec`](Tape::collect_vec), or an error when the tape cannot fit the elements.
+    /// The elements collected so far are dropped; what they took stays taken until the tape
+    /// is cleared.
+    ///
+    /// # Errors
+    /// When the tape cannot fit the vector's next size.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// assert!(tape.try_collect_vec(0..100u32).is_ok());
+    /// assert!(tape.try_collect_vec(0..1_000_000u32).is_err()); // 4 MB on a 4 KiB tape
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn try_collect_vec<I: IntoIterator>(
+        &self,
+        iter: I,
+    ) -> Result<TapeVec<'_, I::Item>, TryReserveError> {
+        let iter = iter.into_iter();
+        let mut xs = Vec::new_in(self);
+        xs.try_reserve(iter.size_hint().0)?;
+        for x in iter {
+            if xs.len() == xs.capacity() {
+                xs.try_reserve(1)?;
+            }
+            xs.push(x);
+        }
+        Ok(xs)
     }
 }
 
