@@ -91,6 +91,10 @@ fn print_pinning(weights: &Block, scratch: &Block) {
         pinned(weights),
         pinned(scratch)
     );
+    // (With no limit known, as on platforms where unimem never pins, raising it does nothing.)
+    if !(weights.is_pinned() && scratch.is_pinned()) && Block::lock_limit().is_some() {
+        println!("(running unpinned is fine here; raise `ulimit -l` to have the tapes pinned)");
+    }
 }
 
 /// Runs `STEPS` steps on `workers` persistent threads sharing `tape` (this thread is the
