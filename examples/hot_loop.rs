@@ -9,17 +9,19 @@
 //! A small MLP (256 -> 256 ReLU -> 32 softmax) runs batches of 128 inputs on a pool of
 //! persistent worker threads (the main thread is one of them), each taking its activations
 //! straight from one shared tape with `Tape::take_fill` (every thread takes from a chunk of its
-//! own, so they do not contend). A step is: the workers split the batch, meet at a barrier,
-//! and the tape is cleared. It runs
-//! with one worker, then with two, and prints steps per second for each and the speed-up.
-//! Every answer is checked against the same network run on ordinary heap buffers; the
-//! program exits non-zero on any difference.
+//! own, so they do not contend). The tape is under `Steps`: each worker enters the step with a
+//! guard and takes through it, and the main thread clears the tape once every guard is gone,
+//! with no `unsafe` anywhere. A step is: the workers split the batch, meet at a barrier, and
+//! the tape is cleared. It runs with one worker, then with two, and prints whether the tapes
+//! got pinned, steps per second for each and the speed-up. Every answer is checked against
+//! the same network run on ordinary heap buffers; the program exits non-zero on any
+//! difference.
 
 use std::process::ExitCode;
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
-use unimem::Tape;
+use unimem::{Block, Steps, Tape};
 
 const INPUT: usize = 256;
 const HIDDEN: usize = 256;
@@ -47,9 +49,13 @@ fn run() -> Result<(), String> {
 
     let mut per_second = Vec::new();
     for workers in [1, 2] {
-        let tape = Tape::start_warm(1 << 20).map_err(|e| e.to_string())?;
+        let mut tape = Steps::new(Tape::start_warm(1 << 20).map_err(|e| e.to_string())?);
+        if workers == 1 {
+            print_pinning(weights.block(), tape.block());
+        }
         let elapsed = run_steps(&tape, workers, &mlp, &expected)?;
         let steps = STEPS as f64 / elapsed.as_secs_f64();
+        let tape = tape.get_mut();
         println!(
             "{workers} worker{} on one tape {steps:>9.0} steps/s ({:>7.0} inferences/s), \
              peak {} bytes of {}",
@@ -67,10 +73,34 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
+/// Says whether the tapes' blocks got pinned, and what the memory-lock limit allows.
+fn print_pinning(weights: &Block, scratch: &Block) {
+    let limit = match Block::lock_limit() {
+        Some(limit) => format!("{} KiB", limit >> 10),
+        None => "unlimited or none".to_owned(),
+    };
+    let pinned = |block: &Block| {
+        if block.is_pinned() {
+            "pinned"
+        } else {
+            "not pinned"
+        }
+    };
+    println!(
+        "weights tape {}, scratch tape {} (memory-lock limit, `ulimit -l`: {limit})",
+        pinned(weights),
+        pinned(scratch)
+    );
+    // (With no limit known, as on platforms where unimem never pins, raising it does nothing.)
+    if !(weights.is_pinned() && scratch.is_pinned()) && Block::lock_limit().is_some() {
+        println!("(running unpinned is fine here; raise `ulimit -l` to have the tapes pinned)");
+    }
+}
+
 /// Runs `STEPS` steps on `workers` persistent threads sharing `tape` (this thread is the
 /// first of them), checking every answer; returns the time the steps took.
 fn run_steps(
-    tape: &Tape,
+    tape: &Steps,
     workers: usize,
     mlp: &Mlp<'_>,
     expected: &[Answer],
@@ -80,7 +110,9 @@ fn run_steps(
     let barrier = Barrier::new(workers);
     let per_worker = BATCH / workers;
     let share = |w: usize, step: usize| {
-        let mut taker = tape;
+        // The worker's part of the step: everything it takes borrows this guard.
+        let guard = tape.enter();
+        let mut taker: &Tape = &guard;
         batch(step, w * per_worker..(w + 1) * per_worker)
             .try_for_each(|sample| check(step, sample, mlp.infer(sample, &mut taker), expected))
     };
@@ -105,10 +137,8 @@ fn run_steps(
             barrier.wait();
             outcome = outcome.and_then(|()| share(0, step));
             barrier.wait();
-            // SAFETY: every worker is past the step's second barrier and keeps nothing it
-            // took (`infer` returns plain values); the barriers order all of the step's takes
-            // before this clear, and this clear before the next step's first take.
-            unsafe { tape.clear_shared() };
+            // Every worker dropped its guard before the barrier, so this clears at once.
+            tape.clear();
         }
         let elapsed = started.elapsed();
         outcome?;

@@ -295,6 +295,21 @@ impl Block {
         self.pinned
     }
 
+    /// The process's memory-lock limit in bytes (the soft `RLIMIT_MEMLOCK`, `ulimit -l`),
+    /// which bounds what [`Pinning::BestEffort`] pins in all; `None` when it is unlimited or
+    /// unknown, and always on the portable backend, which never pins.
+    ///
+    /// ```
+    /// match unimem::Block::lock_limit() {
+    ///     Some(limit) => println!("up to {limit} bytes can be pinned"),
+    ///     None => println!("no memory-lock limit applies"),
+    /// }
+    /// ```
+    #[must_use]
+    pub fn lock_limit() -> Option<u64> {
+        sys::memlock_limit()
+    }
+
     /// The native object behind this block, for hardware and other processes. See [`Handle`].
     #[inline]
     #[must_use]

@@ -150,7 +150,40 @@ mod tape;
 pub use block::{Block, Handle, OpenOptions, Pinning};
 pub use error::Error;
 pub use grid::{Cell, Grid, OwnedCell, Plain, Stash};
+#[cfg(feature = "allocator-api2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "allocator-api2")))]
+pub use tape::{CollectIn, FromIteratorIn, TapeBox, TapeString, TapeVec};
 pub use tape::{Lane, Mark, Tape};
+pub use tape::{Step, Steps, StepsBusy};
+
+/// The [allocator-api2](https://docs.rs/allocator-api2/0.2) crate (0.2) whose `Allocator`
+/// trait `&Tape` implements (feature `allocator-api2`), re-exported so that the collections
+/// you build on a tape come from the very version unimem implements:
+/// `unimem::allocator_api2::vec::Vec::new_in(&tape)`. [`TapeVec`], [`TapeBox`],
+/// [`TapeString`] and [`tape_vec!`] are the short ways.
+///
+/// # The version trap: E0277 with allocator-api2 0.4
+///
+/// `cargo add allocator-api2` adds the newest release (0.4), which is a different crate to
+/// the compiler than the 0.2 that unimem implements. `Vec::new_in(&tape)` with its `Vec`
+/// then fails with `error[E0277]: the trait bound `&Tape: Allocator` is not satisfied`, and
+/// rustc notes that there are multiple different versions of crate `allocator_api2` in the
+/// dependency graph: `&Tape` implements 0.2's `Allocator`, not 0.4's. Use this re-export
+/// instead of a dependency of your own, or depend on `allocator-api2 = "0.2"` (as
+/// `hashbrown` 0.15 does), so that cargo picks the same crate.
+///
+/// ```
+/// use unimem::allocator_api2::vec::Vec;
+///
+/// let tape = unimem::Tape::start(4096)?;
+/// let mut xs = Vec::new_in(&tape);
+/// xs.push(1u8);
+/// assert!(tape.owns(xs.as_ptr()));
+/// # Ok::<(), unimem::Error>(())
+/// ```
+#[cfg(feature = "allocator-api2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "allocator-api2")))]
+pub use allocator_api2;
 
 /// The README's examples, compiled and run as doctests so that they stay true.
 #[cfg(doctest)]

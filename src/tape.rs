@@ -4,13 +4,19 @@
 
 #[cfg(feature = "allocator-api2")]
 mod allocator;
+#[cfg(feature = "allocator-api2")]
+mod collections;
 mod lane;
 #[cfg(all(test, loom))]
 mod loom_tests;
 mod per_thread;
+mod steps;
 mod typed;
 
+#[cfg(feature = "allocator-api2")]
+pub use collections::{CollectIn, FromIteratorIn, TapeBox, TapeString, TapeVec};
 pub use lane::Lane;
+pub use steps::{Step, Steps, StepsBusy};
 
 use crate::block::{Block, OpenOptions};
 use crate::error::Error;

@@ -181,3 +181,155 @@ fn grow_and_shrink_honour_a_stricter_new_alignment() {
         alloc.deallocate(shrunk, strict_small);
     }
 }
+
+/// The short names (`TapeVec`, `TapeString`, `TapeBox`), collecting onto a tape, `tape_vec!`,
+/// the re-exported allocator-api2, and collections through a `Steps` guard.
+mod short_names {
+    use super::tape;
+    use core::fmt::Write;
+    use hashbrown::{DefaultHashBuilder, HashMap};
+    use unimem::allocator_api2;
+    use unimem::{CollectIn, Steps, Tape, TapeBox, TapeString, TapeVec, tape_vec};
+
+    #[test]
+    fn collect_vec_and_collect_in_build_on_the_tape() {
+        let tape = tape(1 << 20);
+        let xs = tape.collect_vec((0..5000u32).map(|x| x * 3));
+        assert!(tape.owns(xs.as_ptr()));
+        assert!(xs.iter().copied().eq((0..5000).map(|x| x * 3)));
+        let ys: TapeVec<'_, u64> = (0..100u64).filter(|x| x % 7 == 0).collect_in(&tape);
+        assert_eq!(ys.len(), 15);
+        assert!(tape.owns(ys.as_ptr()));
+        let words: TapeString<'_> = ["per", "-", "layer"].into_iter().collect_in(&tape);
+        assert_eq!(words, "per-layer");
+        let letters: TapeString<'_> = "abc".chars().rev().collect_in(&tape);
+        assert_eq!(letters, "cba");
+        assert!(tape.owns(letters.as_ptr()));
+    }
+
+    #[test]
+    fn collecting_grows_in_place_and_leaves_no_copies() {
+        let tape = tape(1 << 20);
+        // From an iterator with no size hint, so the vec grows many times.
+        let n = if cfg!(miri) { 4000 } else { 40_000u32 };
+        let xs = tape.collect_vec((0..n).filter(|x| x % 2 == 0));
+        assert_eq!(xs.len() as u32, n / 2);
+        let bytes = xs.capacity() * 4;
+        // Each copy left behind would be half the final size or more.
+        assert!(
+            tape.used() < bytes + bytes / 4,
+            "{} bytes used for a vec of {bytes}: copies were left behind",
+            tape.used()
+        );
+    }
+
+    #[test]
+    fn tape_vec_takes_all_three_forms_and_any_element_type() {
+        let tape = tape(1 << 16);
+        let xs = tape_vec![in &tape; 1u32, 2, 3,];
+        assert_eq!(xs, [1, 2, 3]);
+        let names =
+            tape_vec![in &tape; TapeString::from_str_in("a", &tape), TapeString::new_in(&tape)];
+        assert_eq!(names[0], "a");
+        let zeros = tape_vec![in &tape; [0u8; 3]; 100];
+        assert_eq!(zeros.len(), 100);
+        assert!(zeros.iter().all(|z| *z == [0; 3]));
+        let mut empty: TapeVec<'_, u16> = tape_vec![in &tape];
+        empty.push(9);
+        for v in [
+            xs.as_ptr().cast::<u8>(),
+            zeros.as_ptr().cast(),
+            empty.as_ptr().cast(),
+        ] {
+            assert!(tape.owns(v));
+        }
+    }
+
+    #[test]
+    fn a_tape_string_writes_formats_and_keys_a_map_by_str() {
+        let tape = tape(1 << 16);
+        let mut map: HashMap<TapeString<'_>, usize, DefaultHashBuilder, &Tape> =
+            HashMap::new_in(&tape);
+        for layer in 0..20 {
+            let mut key = TapeString::new_in(&tape);
+            write!(key, "layer.{layer}.weight").unwrap();
+            map.insert(key, layer);
+        }
+        assert_eq!(map.get("layer.7.weight"), Some(&7));
+        assert_eq!(map.len(), 20);
+        let mut s = TapeString::with_capacity_in(4, &tape);
+        s.push('é');
+        s.push_str("t€");
+        assert_eq!((s.len(), s.chars().count()), (2 + 1 + 3, 3));
+        assert_eq!(format!("{s}|{s:?}"), "ét€|\"ét€\"");
+        let kept: &str = s.into_str();
+        assert!(tape.owns(kept.as_ptr()));
+        assert_eq!(kept, "ét€");
+    }
+
+    #[test]
+    fn the_reexported_allocator_api2_is_the_one_tape_implements() {
+        let tape = tape(1 << 16);
+        let mut xs = allocator_api2::vec::Vec::new_in(&tape);
+        xs.extend_from_slice(&[1u8, 2, 3]);
+        let short: &TapeVec<'_, u8> = &xs; // the alias names the same type
+        assert_eq!(short.len(), 3);
+        let boxed: TapeBox<'_, [u32; 4]> = allocator_api2::boxed::Box::new_in([5; 4], &tape);
+        assert!(tape.owns(&*boxed));
+    }
+
+    #[test]
+    fn workers_build_collections_through_their_step_guards() {
+        let steps = Steps::new(tape(1 << 20));
+        let (step_count, len) = if cfg!(miri) { (3, 50) } else { (20, 1000) };
+        for step in 0..step_count {
+            std::thread::scope(|s| {
+                for worker in 0..2u32 {
+                    let steps = &steps;
+                    s.spawn(move || {
+                        let guard = steps.enter();
+                        let xs = guard.collect_vec((0..len).map(|i| step << 20 | worker << 16 | i));
+                        let mut name = TapeString::new_in(&guard);
+                        write!(name, "{step}/{worker}").unwrap();
+                        assert!(
+                            xs.iter()
+                                .enumerate()
+                                .all(|(i, &x)| x == step << 20 | worker << 16 | i as u32)
+                        );
+                        assert_eq!(name, format!("{step}/{worker}").as_str());
+                    });
+                }
+            });
+            steps
+                .try_clear()
+                .expect("every guard is gone after the scope");
+        }
+    }
+}
+
+/// Running out of tape in a collection: the `try_` forms answer instead of aborting.
+mod out_of_tape {
+    use super::tape;
+    use unimem::TapeString;
+
+    #[test]
+    fn try_collect_vec_says_when_the_tape_is_full_and_a_clear_makes_room_again() {
+        let mut tape = tape(4096);
+        let capacity = tape.capacity();
+        // No size hint, so it grows step by step until the tape runs out.
+        let too_many = (0..capacity as u64).filter(|_| true);
+        assert!(tape.try_collect_vec(too_many).is_err());
+        // What the failed collection took stays taken until the tape is cleared.
+        tape.clear();
+        // With an exact size hint, the first reservation already fails, taking nothing.
+        assert!(tape.try_collect_vec(0..capacity as u64).is_err());
+        assert_eq!(tape.used(), 0);
+        let fits = tape.try_collect_vec(0..8u8).expect("8 bytes fit");
+        assert_eq!(fits, [0, 1, 2, 3, 4, 5, 6, 7]);
+        let mut s = TapeString::new_in(&tape);
+        assert!(s.try_reserve(capacity).is_err());
+        assert!(s.try_reserve(16).is_ok());
+        s.push_str("still usable");
+        assert_eq!(s, "still usable");
+    }
+}

@@ -58,6 +58,17 @@ pub const ROWS: &[Row] = &[
           cells: [&[("", "block")], &[("", "malloc_touch")], &[], &[], &[], &[], &[("", "mmap_mlock")]] },
     Row { label: "write 64 MiB", group: "write_64MiB", unit: Unit::Bandwidth(SIXTY_FOUR_MIB), cells: BANDWIDTH },
     Row { label: "read 64 MiB", group: "read_64MiB", unit: Unit::Bandwidth(SIXTY_FOUR_MIB), cells: BANDWIDTH },
+    // benches/steps.rs: one step of persistent workers (two barriers, each worker's part, a
+    // clear), safe `Steps` guards beside the `unsafe` `clear_shared` loop. `steps`: hot_loop's
+    // kind of step (16 inputs through a 256×256 layer); `steps_bare`: 32 takes per worker.
+    Row { label: "hot_loop step, 1 worker", group: "steps", unit: Unit::Time,
+          cells: [&[("Steps ", "guard_1_worker"), ("clear_shared ", "clear_shared_1_worker")], &[], &[], &[], &[], &[], &[]] },
+    Row { label: "hot_loop step, 2 workers", group: "steps", unit: Unit::Time,
+          cells: [&[("Steps ", "guard_2_workers"), ("clear_shared ", "clear_shared_2_workers")], &[], &[], &[], &[], &[], &[]] },
+    Row { label: "bare step (32 takes), 1 worker", group: "steps_bare", unit: Unit::Time,
+          cells: [&[("Steps ", "guard_1_worker"), ("clear_shared ", "clear_shared_1_worker")], &[], &[], &[], &[], &[], &[]] },
+    Row { label: "bare step (32 takes), 2 workers", group: "steps_bare", unit: Unit::Time,
+          cells: [&[("Steps ", "guard_2_workers"), ("clear_shared ", "clear_shared_2_workers")], &[], &[], &[], &[], &[], &[]] },
 ];
 
 /// What a target measures.
@@ -114,4 +125,8 @@ pub const TARGETS: &[Target] = &[
     Target { what: "lanes: 2 threads / 1 thread, takes per second", measure: Ratio(Bench("threads_2", "lane_1_thread"), &[Bench("threads_2", "lane_2_threads")]), bound: AtLeast(1.8), unit: "×" },
     Target { what: "write 64 MiB: Block bandwidth / Vec's", measure: Ratio(Bench("write_64MiB", "vec"), &[Bench("write_64MiB", "block")]), bound: AtLeast(0.95), unit: "×" },
     Target { what: "read 64 MiB: Block bandwidth / Vec's", measure: Ratio(Bench("read_64MiB", "vec"), &[Bench("read_64MiB", "block")]), bound: AtLeast(0.95), unit: "×" },
+    // benches/steps.rs: on hot_loop's kind of step, the safe protocol costs at most 5% over
+    // the unsafe clear.
+    Target { what: "hot_loop step, 1 worker: Steps / clear_shared", measure: Ratio(Bench("steps", "guard_1_worker"), &[Bench("steps", "clear_shared_1_worker")]), bound: AtMost(1.05), unit: "×" },
+    Target { what: "hot_loop step, 2 workers: Steps / clear_shared", measure: Ratio(Bench("steps", "guard_2_workers"), &[Bench("steps", "clear_shared_2_workers")]), bound: AtMost(1.05), unit: "×" },
 ];
