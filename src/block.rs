@@ -197,10 +197,11 @@ impl OpenOptions {
     /// [`Block::warm`]), each faulting in its own share of the pages (Linux; elsewhere one
     /// thread does it all).
     ///
-    /// Unless set, a block of [`WARM_BYTES_PER_THREAD`](Block::WARM_BYTES_PER_THREAD) or less
-    /// is warmed by the calling thread alone, and a larger one by one thread per that many
-    /// bytes, up to [`std::thread::available_parallelism`]: starting a thread costs tens of
-    /// microseconds, populating 64 MiB about ten milliseconds.
+    /// Unless set, a block of less than twice
+    /// [`WARM_BYTES_PER_THREAD`](Block::WARM_BYTES_PER_THREAD) is warmed by the calling
+    /// thread alone, and a larger one by one thread per that many bytes, up to
+    /// [`std::thread::available_parallelism`]: starting a thread costs tens of microseconds,
+    /// populating 64 MiB tens of milliseconds.
     ///
     /// # Panics
     /// If `threads` is 0.
@@ -358,22 +359,26 @@ impl Block {
         Ok(block)
     }
 
-    /// Blocks up to this many bytes are warmed by one thread unless
+    /// Blocks below twice this many bytes are warmed by one thread unless
     /// [`OpenOptions::warm_threads`] says otherwise; larger ones by one thread per this many
     /// bytes, up to the number of CPUs.
     ///
-    /// Measured on a 2-core x86-64 virtual machine (`cargo bench --bench block -- warm_threads`):
-    /// populating 64 MiB takes about 15 ms, and a second thread saves about a third of
-    /// that, while starting it costs about 30 µs; below about 16 MiB the saving is within
-    /// the noise of the measurement. 64 MiB keeps the thread's cost under 1 % of the work.
+    /// Measured on the 2-core x86-64 development VM (CPU time, as other work shared the
+    /// cores): starting and joining a thread costs about 36 µs, populating 64 MiB of a memfd
+    /// 55 ms (about 22 ms on a quiet run), so a thread's start is under 0.1 % of its share.
+    /// Smaller blocks stay on the calling thread: a stream of small warm opens should not
+    /// start threads, and how well populating scales is bounded by the kernel's locks on
+    /// shared memory, not by the CPUs. The `warm_1GiB` benchmark shows the speed-up.
     pub const WARM_BYTES_PER_THREAD: usize = 64 << 20;
 
     /// How many threads warm this block.
     fn warm_thread_count(&self) -> usize {
-        self.warm_threads.unwrap_or_else(|| {
-            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-            (self.len() / Block::WARM_BYTES_PER_THREAD).clamp(1, cpus)
-        })
+        self.warm_threads
+            .unwrap_or_else(|| match self.len() / Block::WARM_BYTES_PER_THREAD {
+                // Asking for the CPUs reads cgroup files: only for blocks that may use them.
+                0 | 1 => 1,
+                wanted => wanted.min(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            })
     }
 
     /// The backend's memory, for the platform-specific parts of `Block`'s API.
