@@ -180,6 +180,9 @@ impl OpenOptions {
 
     /// Choose the NUMA nodes the pages come from: [`Numa::Any`] unless set. See [`Numa`].
     ///
+    /// It places the blocks [`open`](OpenOptions::open) makes; a block mapped from another
+    /// process's descriptor keeps the placement its memory already has.
+    ///
     /// # Panics
     /// If `numa` is [`Numa::Interleave`] over no node at all.
     #[track_caller]

@@ -633,7 +633,7 @@ fn bind(region: &Region, numa: &Numa<'_>) -> Result<(), Error> {
             mode as core::ffi::c_ulong,
             mask.as_ptr(),
             maxnode,
-            linux::MPOL_MF_STRICT,
+            core::ffi::c_ulong::from(linux::MPOL_MF_STRICT),
         )
     };
     if rc == 0 {
