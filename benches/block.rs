@@ -423,7 +423,7 @@ mod pools {
             std::fs::read_to_string("/proc/self/smaps")
                 .ok()
                 .and_then(|smaps| {
-                    let header = format!("{:x}-", block.as_ptr() as usize);
+                    let header = format!("{:08x}-", block.as_ptr() as usize);
                     let entry = smaps.split_once(&header)?.1;
                     Some(entry.lines().take(30).any(|line| {
                         line.starts_with("KernelPageSize:") && line.contains(" 2048 kB")

@@ -106,7 +106,7 @@ fn transparent_available() -> Result<(), String> {
 /// `ShmemPmdMapped`, ...): read independently of unimem's own reading.
 fn smaps(addr: *const u8) -> std::collections::HashMap<String, u64> {
     let text = read("/proc/self/smaps").unwrap();
-    let header = format!("{:x}-", addr as usize);
+    let header = format!("{:08x}-", addr as usize);
     let mut lines = text.lines().skip_while(|line| !line.starts_with(&header));
     assert!(lines.next().is_some(), "no mapping at {addr:p} in smaps");
     lines

@@ -530,7 +530,8 @@ struct Smaps {
 fn smaps_of(addr: usize) -> Option<Smaps> {
     use std::io::BufRead;
     let file = File::open("/proc/self/smaps").ok()?;
-    let header = format!("{addr:x}-");
+    // smaps writes addresses as `%08lx`: at least 8 digits.
+    let header = format!("{addr:08x}-");
     let mut lines = io::BufReader::new(file).lines();
     lines.by_ref().map_while(Result::ok).find(|line| line.starts_with(&header))?;
     let mut smaps = Smaps {
