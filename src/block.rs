@@ -69,9 +69,9 @@ pub enum Pinning {
 ///    the PMD size (2 MiB on x86-64), and the kernel uses huge pages where it finds free huge
 ///    frames, base pages elsewhere.
 ///
-/// [`Block::page_size`] tells what the block really got. On macOS the option is accepted and
-/// does nothing: IOSurfaces are not offered with superpages. The portable backend ignores it
-/// too.
+/// [`Block::page_size`] tells what the block really got. On macOS `BestEffort` is accepted
+/// and does nothing: IOSurfaces are not offered with superpages; the portable backend ignores
+/// it too. `Required` is an [`Error::Unsupported`] there.
 ///
 /// ```
 /// use unimem::{Block, HugePages};
@@ -85,7 +85,8 @@ pub enum Pinning {
 pub enum HugePages {
     /// Huge pages of either kind, or [`Error::HugePagesUnavailable`], which names the knobs
     /// to turn (`vm.nr_hugepages`, `shmem_enabled`). Transparent huge pages count: the kernel
-    /// is asked for them, and [`Block::page_size`] says whether it found them.
+    /// is asked for them, and [`Block::page_size`] says whether it found them. Off Linux,
+    /// [`Error::Unsupported`].
     Required,
     /// Huge pages where the system offers them, base pages otherwise.
     BestEffort,
@@ -224,6 +225,14 @@ impl OpenOptions {
         let huge = match self.huge_pages {
             HugePages::Off => sys::Huge::Off,
             HugePages::BestEffort => sys::Huge::BestEffort,
+            HugePages::Required if !sys::HUGE_PAGES => {
+                return Err(Error::Unsupported {
+                    what: "huge pages were required, and this platform offers none for a \
+                           block (macOS gives IOSurfaces no superpages; only Linux has huge \
+                           pages here): open with `HugePages::BestEffort`, which goes on with \
+                           base pages",
+                });
+            }
             HugePages::Required => sys::Huge::Required,
         };
         let numa = match &self.numa {

@@ -758,4 +758,16 @@ fn pool_options_are_accepted_everywhere() {
     let tape = Tape::on(block);
     let values = tape.take_fill(1000, 7u32).unwrap();
     assert!(values.iter().all(|&v| v == 7));
+    // Only Linux has huge pages to require; elsewhere that is an error that says so.
+    let required = Block::options().huge_pages(HugePages::Required).open(4096);
+    if cfg!(all(target_os = "linux", not(miri))) {
+        if let Err(err) = required {
+            assert!(matches!(err, Error::HugePagesUnavailable { .. }), "{err:?}");
+        }
+    } else {
+        match required {
+            Err(Error::Unsupported { what }) => assert!(what.contains("BestEffort"), "{what}"),
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
 }

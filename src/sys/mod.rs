@@ -98,6 +98,9 @@ pub(crate) struct Region {
     memory: <Imp as Backend>::Memory,
 }
 
+/// Whether [`Region::create_with`] can back memory with huge pages (Linux).
+pub(crate) const HUGE_PAGES: bool = cfg!(all(target_os = "linux", not(any(miri, loom))));
+
 /// Huge pages asked for (`block.rs`'s `HugePages`, which `sys/` may not name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Huge {
