@@ -510,4 +510,50 @@ mod tests {
             assert_source_not_repeated(&err);
         }
     }
+
+    #[test]
+    fn missing_huge_pages_name_both_knobs_and_the_way_on() {
+        let cases = [
+            (
+                Some(2 << 20),
+                Some(3),
+                Some("never".to_owned()),
+                "3 free page(s) of 2 MiB",
+            ),
+            (Some(2 << 20), None, None, "no transparent huge pages"),
+            (None, None, Some("deny".to_owned()), "no hugetlbfs"),
+        ];
+        for (huge_page_size, free_huge_pages, shmem_enabled, says) in cases {
+            let err = Error::HugePagesUnavailable {
+                bytes: 1 << 30,
+                huge_page_size,
+                free_huge_pages,
+                shmem_enabled,
+            };
+            let message = err.to_string();
+            assert!(
+                message.contains("1 GiB") && message.contains(says),
+                "{message}"
+            );
+            assert!(message.contains("HugePages::BestEffort"), "{message}");
+            if huge_page_size.is_some() {
+                assert!(message.contains("vm.nr_hugepages"), "{message}");
+            }
+            assert_eq!(io::Error::from(err).kind(), io::ErrorKind::OutOfMemory);
+        }
+    }
+
+    #[test]
+    fn a_missing_node_names_the_online_ones() {
+        let err = Error::NoSuchNode {
+            node: 7,
+            online: "0-3".to_owned(),
+        };
+        let message = err.to_string();
+        assert!(
+            message.contains("node 7") && message.contains("0-3"),
+            "{message}"
+        );
+        assert!(message.contains("Numa::Any"), "{message}");
+    }
 }
