@@ -97,8 +97,10 @@ pub enum HugePages {
 }
 
 /// Which NUMA nodes a new block's pages come from (Linux): set with `mbind` before any page
-/// exists, so that warming places them there. The policy belongs to the memory: every
-/// process that maps the block follows it.
+/// exists, so that warming places them there. For base and transparent huge pages the
+/// policy belongs to the memfd, so pages another process faults in follow it too; for
+/// hugetlb pages it belongs to this process's mapping, so open such a block warm to place
+/// every page.
 ///
 /// Elsewhere it is accepted and does nothing (Apple Silicon has one memory).
 ///

@@ -588,7 +588,8 @@ fn pages_of(fd: BorrowedFd<'_>) -> Pages {
 }
 
 /// Sets `numa`'s policy on the whole region (`mbind`), before any page of it exists. The
-/// policy of shared memory belongs to the file: every mapping of it follows it.
+/// policy of shmem belongs to the file, so every mapping of it follows it; that of a hugetlb
+/// mapping to the mapping alone.
 fn bind(region: &Region, numa: &Numa<'_>) -> Result<(), Error> {
     let (mode, nodes) = match *numa {
         Numa::Any => return Ok(()),
