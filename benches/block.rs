@@ -6,6 +6,14 @@
 //!   populate and lock shared memory, so the Block can be held to the fastest of them.
 //! - `write_64MiB`, `read_64MiB`: volatile u64 stores and loads over 64 MiB, through a
 //!   Block and through the usual peers.
+//! - `warm_1GiB` (Linux): a warm open of 1 GiB with 4 KiB pages, transparent huge pages and
+//!   hugetlb pages, on 1 thread and on every CPU, each beside the kernel's own fastest
+//!   populate of the same kind of memfd (`MADV_POPULATE_WRITE`, split the same way) in the
+//!   same run. Huge pages need two kernel knobs: run as root, this group sets each knob as
+//!   its rows need (`shmem_enabled=advise` with an empty hugetlb pool for transparent huge
+//!   pages, then a pool of 520 pages for hugetlb) and puts both back; otherwise it measures
+//!   what the knobs allow and says which rows it skipped. Only `--bench block -- warm_1GiB`
+//!   runs it alone (about a minute).
 
 #![allow(
     missing_docs,
@@ -308,9 +316,219 @@ fn bandwidth(c: &mut Criterion) {
     }
 }
 
+/// The warm opens of 1 GiB: see the module docs.
+#[cfg(target_os = "linux")]
+mod pools {
+    use super::{Group, raw};
+    use criterion::Criterion;
+    use std::hint::black_box;
+    use std::time::Duration;
+    use unimem::{Block, HugePages, Pinning};
+
+    const LEN: usize = 1 << 30;
+    const HUGE: usize = 2 << 20;
+    const SHMEM_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+    const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
+
+    /// The kinds of page measured, with the knobs each needs: (shmem_enabled, nr_hugepages),
+    /// `None` for "leave as it is".
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        Base,
+        Transparent,
+        HugeTlb,
+    }
+
+    impl Kind {
+        fn name(self) -> &'static str {
+            match self {
+                Kind::Base => "4KiB",
+                Kind::Transparent => "thp",
+                Kind::HugeTlb => "hugetlb",
+            }
+        }
+
+        fn knobs(self) -> (Option<&'static str>, Option<u64>) {
+            match self {
+                Kind::Base => (None, None),
+                Kind::Transparent => (Some("advise"), Some(0)),
+                Kind::HugeTlb => (None, Some((LEN / HUGE) as u64 + 8)),
+            }
+        }
+    }
+
+    fn chosen(path: &str) -> Option<String> {
+        let text = std::fs::read_to_string(path).ok()?;
+        match (text.find('['), text.find(']')) {
+            (Some(start), Some(end)) => Some(text[start + 1..end].to_owned()),
+            _ => Some(text.trim().to_owned()),
+        }
+    }
+
+    /// Sets the knobs `kind` needs, and puts back what it changed when dropped.
+    struct Knobs {
+        restore: Vec<(&'static str, String)>,
+    }
+
+    impl Knobs {
+        fn set(kind: Kind) -> Knobs {
+            let mut knobs = Knobs {
+                restore: Vec::new(),
+            };
+            let (shmem, pool) = kind.knobs();
+            let wanted = [
+                (SHMEM_ENABLED, shmem.map(str::to_owned)),
+                (NR_HUGEPAGES, pool.map(|pages| pages.to_string())),
+            ];
+            for (path, value) in wanted {
+                let (Some(value), Some(old)) = (value, chosen(path)) else {
+                    continue;
+                };
+                if old != value && std::fs::write(path, &value).is_ok() {
+                    knobs.restore.push((path, old));
+                }
+            }
+            knobs
+        }
+    }
+
+    impl Drop for Knobs {
+        fn drop(&mut self) {
+            for (path, old) in self.restore.drain(..).rev() {
+                let _ = std::fs::write(path, old);
+            }
+        }
+    }
+
+    /// A warm Block of `kind` on `threads` threads.
+    fn open(kind: Kind, threads: usize) -> Block {
+        let huge = match kind {
+            Kind::Base => HugePages::Off,
+            Kind::Transparent | Kind::HugeTlb => HugePages::BestEffort,
+        };
+        Block::options()
+            .pinning(Pinning::Off)
+            .huge_pages(huge)
+            .warm_threads(threads)
+            .warm(true)
+            .open(LEN)
+            .unwrap()
+    }
+
+    /// Whether a warm block of `kind` gets that kind of page here, or why not.
+    fn available(kind: Kind) -> Result<(), String> {
+        let block = open(kind, 1);
+        let page = block.page_size();
+        let hugetlb =
+            std::fs::read_to_string("/proc/self/smaps")
+                .ok()
+                .and_then(|smaps| {
+                    let header = format!("{:08x}-", block.as_ptr() as usize);
+                    let entry = smaps.split_once(&header)?.1;
+                    Some(entry.lines().take(30).any(|line| {
+                        line.starts_with("KernelPageSize:") && line.contains(" 2048 kB")
+                    }))
+                })
+                .unwrap_or(false);
+        let got = match (page, hugetlb) {
+            (HUGE, true) => Kind::HugeTlb,
+            (HUGE, false) => Kind::Transparent,
+            _ => Kind::Base,
+        };
+        if got == kind {
+            Ok(())
+        } else {
+            Err(format!(
+                "a warm {} block got {page}-byte pages (shmem_enabled={:?}, nr_hugepages={:?}): \
+                 run as root so that the benchmark can set them",
+                kind.name(),
+                chosen(SHMEM_ENABLED),
+                chosen(NR_HUGEPAGES)
+            ))
+        }
+    }
+
+    /// The kernel's populate of the same kind of memfd, split over `threads` threads as the
+    /// Block splits it: the floor.
+    fn populate(kind: Kind, threads: usize) {
+        let flags = libc::MFD_CLOEXEC
+            | libc::MFD_ALLOW_SEALING
+            | if kind == Kind::HugeTlb {
+                libc::MFD_HUGETLB
+            } else {
+                0
+            };
+        // SAFETY: a valid name and flags.
+        let fd = unsafe { libc::memfd_create(c"bench".as_ptr(), flags) };
+        assert!(fd >= 0);
+        // SAFETY: a descriptor we own.
+        raw::check(unsafe { libc::ftruncate(fd, LEN as libc::off_t) });
+        let p = raw::map(fd, LEN, 0);
+        if kind == Kind::Transparent {
+            // SAFETY: our own mapping.
+            raw::check(unsafe { libc::madvise(p.cast(), LEN, libc::MADV_HUGEPAGE) });
+        }
+        let share = LEN / threads / HUGE * HUGE;
+        let address = p as usize;
+        std::thread::scope(|scope| {
+            for i in 0..threads {
+                let end = if i + 1 == threads {
+                    LEN
+                } else {
+                    (i + 1) * share
+                };
+                let start = i * share;
+                scope.spawn(move || {
+                    // SAFETY: a part of our own mapping; populating changes no byte.
+                    raw::check(unsafe {
+                        libc::madvise(
+                            (address + start) as *mut libc::c_void,
+                            end - start,
+                            libc::MADV_POPULATE_WRITE,
+                        )
+                    });
+                });
+            }
+        });
+        raw::release(black_box(p), LEN, fd);
+    }
+
+    pub fn warm(c: &mut Criterion) {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut group: Group<'_> = c.benchmark_group("warm_1GiB");
+        group.sample_size(10);
+        group.warm_up_time(Duration::from_millis(500));
+        group.measurement_time(Duration::from_secs(3));
+        for kind in [Kind::Base, Kind::Transparent, Kind::HugeTlb] {
+            let _knobs = Knobs::set(kind);
+            if let Err(why) = available(kind) {
+                eprintln!("warm_1GiB: skipping the {} rows: {why}", kind.name());
+                continue;
+            }
+            for (threads, label) in [(1, "1_thread"), (cpus, "threads")] {
+                group.bench_function(format!("block_{}_{label}", kind.name()), |b| {
+                    b.iter(|| open(kind, threads))
+                });
+                group.bench_function(format!("populate_{}_{label}", kind.name()), |b| {
+                    b.iter(|| populate(kind, threads))
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn warm_1gib(c: &mut Criterion) {
+    pools::warm(c);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn warm_1gib(_: &mut Criterion) {}
+
 criterion_group! {
     name = benches;
     config = support::config();
-    targets = init, bandwidth
+    targets = init, bandwidth, warm_1gib
 }
 criterion_main!(benches);

@@ -81,6 +81,28 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Large blocks: registration in chunks
+//!
+//! One registration of a very large block can fail where several smaller ones succeed
+//! (drivers have refused single registrations of some hundreds of GiB), and a copy must not
+//! span two registrations. [`Block::register_cuda_chunks`] registers a range of a block as
+//! several registrations, each at most [`Chunking::max_len`] bytes, whose boundaries fall on
+//! multiples of [`Chunking::granule`] (the size of what is copied at once, such as a KV-cache
+//! block): no granule then spans two. [`Chunks::device_range`] gives a range's device address
+//! only when one registration holds all of it.
+//!
+//! ```no_run
+//! use unimem::Block;
+//! use unimem::cuda::Chunking;
+//!
+//! let block = Block::options().warm(true).open(1 << 30)?;
+//! let kv_block = 3 << 20; // 3 MiB per KV-cache block
+//! let chunks = block.register_cuda_chunks(0..block.len(), Chunking::new(kv_block, 256 << 20))?;
+//! let device = chunks.device_range(5 * kv_block..6 * kv_block).unwrap();
+//! # let _ = device;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # The GPU is outside the borrow checker
 //!
 //! A device pointer is a `u64`. Nothing in unimem reads or writes through it: only the
@@ -94,6 +116,7 @@ use crate::block::Block;
 use crate::sys::cuda as sys;
 use core::ffi::{CStr, c_void};
 use core::fmt;
+use core::ops::Range;
 use core::ptr::NonNull;
 use std::io;
 use std::path::Path;
@@ -387,6 +410,231 @@ impl Driver {
         let registered = unsafe { self.library.register(block.as_non_null(), block.len()) }?;
         Ok(Registration { block, registered })
     }
+
+    /// Registers bytes `range` of `block` with this driver as several registrations cut as
+    /// `chunking` says. See [`Block::register_cuda_chunks`].
+    ///
+    /// # Errors
+    /// As for [`Block::register_cuda`]; what registered before a failure is unregistered.
+    ///
+    /// # Panics
+    /// As for [`Block::register_cuda_chunks`].
+    #[track_caller]
+    pub fn register_chunks<'b>(
+        &self,
+        block: &'b Block,
+        range: Range<usize>,
+        chunking: Chunking,
+    ) -> Result<Chunks<'b>, Error> {
+        let cuts = chunking.cut(range, block.len(), block.page_size());
+        let mut chunks = Vec::with_capacity(cuts.len());
+        for cut in cuts {
+            // SAFETY: `cut` lies inside the block (`Chunking::cut` checks it).
+            let at = unsafe { block.as_non_null().add(cut.start) };
+            // SAFETY: `at..at + cut.len()` is mapped while the block lives, and the chunks
+            // borrow it, as in `register`. On failure `chunks` drops on return, unregistering
+            // what was registered.
+            let registered = unsafe { self.library.register(at, cut.len()) }?;
+            chunks.push(Chunk {
+                range: cut,
+                registered,
+            });
+        }
+        Ok(Chunks { block, chunks })
+    }
+}
+
+/// How [`Block::register_cuda_chunks`] cuts a range into registrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Chunking {
+    /// Boundaries between registrations fall on multiples of this many bytes from the
+    /// block's start, so that nothing aligned to it and no larger than it spans two (the
+    /// size of a KV-cache block, of a copy). They also fall on whole pages of the block
+    /// ([`Block::page_size`]), which the driver pins: the unit of the cut is the least common
+    /// multiple of the two.
+    pub granule: usize,
+    /// No registration is longer than this many bytes (rounded down to a multiple of the
+    /// unit of the cut).
+    pub max_len: usize,
+}
+
+impl Chunking {
+    /// Registrations of at most `max_len` bytes, cut on multiples of `granule`.
+    #[must_use]
+    pub const fn new(granule: usize, max_len: usize) -> Chunking {
+        Chunking { granule, max_len }
+    }
+
+    /// The block offsets of each registration for `range` of a block of `len` bytes with
+    /// pages of `page` bytes.
+    #[track_caller]
+    fn cut(self, range: Range<usize>, len: usize, page: usize) -> Vec<Range<usize>> {
+        assert!(
+            range.start < range.end && range.end <= len,
+            "register_cuda_chunks: {range:?} is not a nonempty range of this block's {len} \
+             bytes; ask for start < end <= len()"
+        );
+        assert!(self.granule > 0, "Chunking: a granule of 0 bytes; give the size of what is copied at once");
+        let unit = lcm(self.granule, page).unwrap_or_else(|| {
+            panic!(
+                "Chunking: a granule of {} bytes and pages of {page} bytes have no common \
+                 multiple this machine can address; use a granule that divides, or is a \
+                 multiple of, the page size",
+                self.granule
+            )
+        });
+        let max = self.max_len / unit * unit;
+        assert!(
+            max > 0,
+            "Chunking: max_len {} is smaller than one unit of the cut ({unit} bytes: the least \
+             common multiple of the granule, {}, and the page size, {page}); raise max_len or \
+             use a smaller granule",
+            self.max_len,
+            self.granule
+        );
+        // Whole pages: round the range out to page boundaries, within the block.
+        let start = range.start / page * page;
+        let end = range.end.div_ceil(page).saturating_mul(page).min(len);
+        let mut cuts = Vec::new();
+        let mut at = start;
+        while at < end {
+            // The last multiple of the unit within `max` bytes of `at`: past `at`, since
+            // `max` is at least one unit.
+            let next = (at.saturating_add(max) / unit * unit).min(end);
+            cuts.push(at..next);
+            at = next;
+        }
+        cuts
+    }
+}
+
+/// The least common multiple, if it fits.
+fn lcm(a: usize, b: usize) -> Option<usize> {
+    let gcd = {
+        let (mut x, mut y) = (a, b);
+        while y != 0 {
+            (x, y) = (y, x % y);
+        }
+        x
+    };
+    (a / gcd).checked_mul(b)
+}
+
+/// A range of a [`Block`] registered with the CUDA driver as several registrations, for as
+/// long as this value lives: see [`Block::register_cuda_chunks`]. Each registration is
+/// unregistered on drop.
+///
+/// It borrows the block as [`Registration`] does, and the same rules hold for the device
+/// addresses it gives.
+#[must_use = "dropping the chunks unregisters them at once"]
+pub struct Chunks<'b> {
+    block: &'b Block,
+    chunks: Vec<Chunk>,
+}
+
+struct Chunk {
+    /// Offsets in the block.
+    range: Range<usize>,
+    registered: sys::Registered,
+}
+
+impl<'b> Chunks<'b> {
+    /// The registered block.
+    #[inline]
+    pub fn block(&self) -> &'b Block {
+        self.block
+    }
+
+    /// The offsets of the block that are registered: the range asked for, rounded out to
+    /// whole pages.
+    pub fn range(&self) -> Range<usize> {
+        self.chunks[0].range.start..self.chunks[self.chunks.len() - 1].range.end
+    }
+
+    /// Each registration: the offsets of the block it covers and the device address of its
+    /// first byte.
+    pub fn chunks(&self) -> impl ExactSizeIterator<Item = (Range<usize>, u64)> + '_ {
+        self.chunks
+            .iter()
+            .map(|chunk| (chunk.range.clone(), chunk.registered.device_ptr()))
+    }
+
+    /// The device address of the byte at `offset` in the block, in whichever registration
+    /// holds it. `offset` may equal the end of [`range`](Chunks::range), for the end of a
+    /// range.
+    ///
+    /// Addresses from two registrations need not be contiguous: for a range, ask
+    /// [`device_range`](Chunks::device_range), which says whether one registration holds it.
+    ///
+    /// # Panics
+    /// If `offset` lies outside [`range`](Chunks::range).
+    #[track_caller]
+    pub fn device_ptr_at(&self, offset: usize) -> u64 {
+        let registered = self.range();
+        assert!(
+            registered.contains(&offset) || offset == registered.end,
+            "offset {offset} lies outside the registered range {registered:?} of the block: \
+             pass an offset inside it"
+        );
+        let chunk = self.chunk_of(offset);
+        chunk.registered.device_ptr() + (offset - chunk.range.start) as u64
+    }
+
+    /// The device address of `range` of the block, when one registration holds all of it,
+    /// and `None` when it spans two (a copy of it would fail: copy each part separately, or
+    /// register with a granule that divides such ranges).
+    ///
+    /// # Panics
+    /// If `range` is decreasing or lies outside [`range`](Chunks::range).
+    #[track_caller]
+    pub fn device_range(&self, range: Range<usize>) -> Option<u64> {
+        let registered = self.range();
+        assert!(
+            range.start <= range.end
+                && registered.start <= range.start
+                && range.end <= registered.end,
+            "{range:?} is not a range of the registered {registered:?} of the block"
+        );
+        let chunk = self.chunk_of(range.start);
+        (range.end <= chunk.range.end)
+            .then(|| chunk.registered.device_ptr() + (range.start - chunk.range.start) as u64)
+    }
+
+    /// The registration that holds `offset`, or the last one for its end.
+    fn chunk_of(&self, offset: usize) -> &Chunk {
+        let index = self
+            .chunks
+            .partition_point(|chunk| chunk.range.end <= offset)
+            .min(self.chunks.len() - 1);
+        &self.chunks[index]
+    }
+
+    /// Unregisters every registration now, and says whether the driver agreed to all of
+    /// them; dropping does the same and ignores the answers.
+    ///
+    /// # Errors
+    /// The first [`Error::Refused`] among them; every registration is unregistered (or
+    /// tried) either way.
+    pub fn unregister(self) -> Result<(), Error> {
+        let mut result = Ok(());
+        for chunk in self.chunks {
+            let unregistered = chunk.registered.unregister();
+            if result.is_ok() {
+                result = unregistered.map_err(Error::from);
+            }
+        }
+        result
+    }
+}
+
+impl fmt::Debug for Chunks<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chunks")
+            .field("host", &self.block.as_ptr())
+            .field("range", &self.range())
+            .field("chunks", &self.chunks.len())
+            .finish()
+    }
 }
 
 impl fmt::Debug for Driver {
@@ -428,6 +676,39 @@ impl Block {
     /// ```
     pub fn register_cuda(&self) -> Result<Registration<'_>, Error> {
         Driver::load()?.register(self)
+    }
+
+    /// Registers bytes `range` of this block with the CUDA driver ([`Driver::load`]) as
+    /// several registrations, each at most `chunking.max_len` bytes, with the boundaries
+    /// between them on multiples of `chunking.granule` (and of the page size) from the
+    /// block's start: see the [module docs](crate::cuda#large-blocks-registration-in-chunks).
+    /// The range is rounded out to whole pages. Each registration is what
+    /// [`register_cuda`](Block::register_cuda) makes, under the same primary context.
+    ///
+    /// # Errors
+    /// As for [`register_cuda`](Block::register_cuda); what registered before a failure is
+    /// unregistered again.
+    ///
+    /// # Panics
+    /// If `range` is empty or reaches past [`len`](Block::len), the granule is 0, or
+    /// `max_len` is less than one unit of the cut (the least common multiple of the granule
+    /// and the page size).
+    ///
+    /// ```no_run
+    /// use unimem::cuda::Chunking;
+    ///
+    /// let block = unimem::Block::open(64 << 20)?;
+    /// let chunks = block.register_cuda_chunks(0..block.len(), Chunking::new(1 << 20, 16 << 20))?;
+    /// assert_eq!(chunks.chunks().len(), 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[track_caller]
+    pub fn register_cuda_chunks(
+        &self,
+        range: Range<usize>,
+        chunking: Chunking,
+    ) -> Result<Chunks<'_>, Error> {
+        Driver::load()?.register_chunks(self, range, chunking)
     }
 }
 
@@ -532,5 +813,60 @@ impl fmt::Debug for Registration<'_> {
             .field("device_ptr", &format_args!("{:#x}", self.device_ptr()))
             .field("context", &self.context())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: usize = 4096;
+
+    #[test]
+    fn cuts_fall_on_the_granule_and_never_exceed_the_maximum() {
+        let cut = Chunking::new(3 * PAGE, 10 * PAGE).cut(0..30 * PAGE, 30 * PAGE, PAGE);
+        // The unit is 3 pages; the maximum, 10 pages, rounds down to 9.
+        let pages: Vec<_> = cut.iter().map(|r| (r.start / PAGE, r.end / PAGE)).collect();
+        assert_eq!(pages, [(0, 9), (9, 18), (18, 27), (27, 30)]);
+    }
+
+    #[test]
+    fn a_sub_range_rounds_out_to_pages_and_cuts_on_block_offsets() {
+        let cut = Chunking::new(4 * PAGE, 8 * PAGE).cut(PAGE + 5..17 * PAGE - 3, 64 * PAGE, PAGE);
+        let pages: Vec<_> = cut.iter().map(|r| (r.start / PAGE, r.end / PAGE)).collect();
+        // From page 1, the first boundary is the last multiple of 4 pages within 8 pages.
+        assert_eq!(pages, [(1, 8), (8, 16), (16, 17)]);
+    }
+
+    #[test]
+    fn a_granule_that_divides_the_page_cuts_on_pages() {
+        let cut = Chunking::new(512, 2 * PAGE).cut(0..5 * PAGE, 5 * PAGE, PAGE);
+        let pages: Vec<_> = cut.iter().map(|r| (r.start / PAGE, r.end / PAGE)).collect();
+        assert_eq!(pages, [(0, 2), (2, 4), (4, 5)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "max_len 8192 is smaller than one unit")]
+    fn a_maximum_below_one_unit_panics() {
+        let _ = Chunking::new(1000, 2 * PAGE).cut(0..5 * PAGE, 5 * PAGE, PAGE);
+    }
+
+    #[test]
+    #[should_panic(expected = "not a nonempty range")]
+    fn a_range_past_the_end_panics() {
+        let _ = Chunking::new(PAGE, PAGE).cut(0..2 * PAGE, PAGE, PAGE);
+    }
+
+    #[test]
+    fn a_block_whose_end_is_not_a_page_boundary_ends_the_last_cut_there() {
+        let cut = Chunking::new(PAGE, 2 * PAGE).cut(0..3 * PAGE + 100, 3 * PAGE + 100, PAGE);
+        assert_eq!(cut.last(), Some(&(2 * PAGE..3 * PAGE + 100)));
+    }
+
+    #[test]
+    fn least_common_multiples() {
+        assert_eq!(lcm(4096, 3 << 20), Some(3 << 20));
+        assert_eq!(lcm(1000, 4096), Some(512_000));
+        assert_eq!(lcm(usize::MAX, usize::MAX - 1), None);
     }
 }

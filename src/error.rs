@@ -89,6 +89,29 @@ pub enum Error {
         /// What was asked, and what to do instead.
         what: &'static str,
     },
+    /// Huge pages were [`Required`](crate::HugePages::Required) (Linux), and the system has
+    /// neither kind to give: the hugetlb pool (`vm.nr_hugepages`) has no room for the block,
+    /// and transparent huge pages are off for shared memory (`shmem_enabled`).
+    HugePagesUnavailable {
+        /// How many bytes were asked for.
+        bytes: usize,
+        /// The default hugetlb page size, `None` without hugetlbfs.
+        huge_page_size: Option<usize>,
+        /// How many hugetlb pages of that size were free and unreserved, where known.
+        free_huge_pages: Option<u64>,
+        /// The setting of `/sys/kernel/mm/transparent_hugepage/shmem_enabled`, where there is
+        /// one.
+        shmem_enabled: Option<String>,
+    },
+    /// A NUMA node that this machine does not have was named in
+    /// [`OpenOptions::numa`](crate::OpenOptions::numa) (Linux).
+    NoSuchNode {
+        /// The node asked for.
+        node: usize,
+        /// The nodes that are online, as `/sys/devices/system/node/online` lists them
+        /// (`0-3`).
+        online: String,
+    },
 }
 
 /// `EMFILE` and `ENFILE`: the same numbers on Linux (every architecture) and on Apple's
@@ -224,6 +247,49 @@ impl fmt::Display for Error {
                 )
             }
             Error::Unsupported { what } => f.write_str(what),
+            Error::HugePagesUnavailable {
+                bytes,
+                huge_page_size,
+                free_huge_pages,
+                shmem_enabled,
+            } => {
+                write!(
+                    f,
+                    "huge pages were required for {}, and the system has none to give: ",
+                    Bytes(*bytes as u64)
+                )?;
+                match (huge_page_size, free_huge_pages) {
+                    (Some(size), Some(free)) => write!(
+                        f,
+                        "the hugetlb pool has {free} free page(s) of {} (reserve enough with \
+                         `sysctl vm.nr_hugepages=N`, as root)",
+                        Bytes(*size as u64)
+                    )?,
+                    (Some(size), None) => write!(
+                        f,
+                        "the hugetlb pool of {} pages has no room (reserve pages with \
+                         `sysctl vm.nr_hugepages=N`, as root)",
+                        Bytes(*size as u64)
+                    )?,
+                    (None, _) => f.write_str("this kernel has no hugetlbfs")?,
+                }
+                match shmem_enabled {
+                    Some(setting) => write!(
+                        f,
+                        ", and transparent huge pages are `{setting}` for shared memory \
+                         (enable them with `echo advise > \
+                         /sys/kernel/mm/transparent_hugepage/shmem_enabled`, as root)"
+                    )?,
+                    None => f.write_str(", and this kernel has no transparent huge pages")?,
+                }
+                f.write_str("; or open with `HugePages::BestEffort`, which goes on with base pages")
+            }
+            Error::NoSuchNode { node, online } => write!(
+                f,
+                "NUMA node {node} does not exist on this machine: the online nodes are \
+                 {online} (/sys/devices/system/node/online); name one of them, or leave the \
+                 placement to the kernel with `Numa::Any`"
+            ),
         }
     }
 }
@@ -238,7 +304,9 @@ impl std::error::Error for Error {
             | Error::TooLarge { .. }
             | Error::TooSmall { .. }
             | Error::NotShareable { .. }
-            | Error::Unsupported { .. } => None,
+            | Error::Unsupported { .. }
+            | Error::HugePagesUnavailable { .. }
+            | Error::NoSuchNode { .. } => None,
         }
     }
 }
@@ -249,7 +317,9 @@ impl From<Error> for io::Error {
             Error::ZeroLength
             | Error::TooLarge { .. }
             | Error::TooSmall { .. }
-            | Error::NotShareable { .. } => io::ErrorKind::InvalidInput,
+            | Error::NotShareable { .. }
+            | Error::NoSuchNode { .. } => io::ErrorKind::InvalidInput,
+            Error::HugePagesUnavailable { .. } => io::ErrorKind::OutOfMemory,
             Error::OutOfMemory { .. } => io::ErrorKind::OutOfMemory,
             Error::PinRefused { source, .. } | Error::Os { source, .. } => source.kind(),
             Error::Unsupported { .. } => io::ErrorKind::Unsupported,
@@ -439,5 +509,51 @@ mod tests {
         ] {
             assert_source_not_repeated(&err);
         }
+    }
+
+    #[test]
+    fn missing_huge_pages_name_both_knobs_and_the_way_on() {
+        let cases = [
+            (
+                Some(2 << 20),
+                Some(3),
+                Some("never".to_owned()),
+                "3 free page(s) of 2 MiB",
+            ),
+            (Some(2 << 20), None, None, "no transparent huge pages"),
+            (None, None, Some("deny".to_owned()), "no hugetlbfs"),
+        ];
+        for (huge_page_size, free_huge_pages, shmem_enabled, says) in cases {
+            let err = Error::HugePagesUnavailable {
+                bytes: 1 << 30,
+                huge_page_size,
+                free_huge_pages,
+                shmem_enabled,
+            };
+            let message = err.to_string();
+            assert!(
+                message.contains("1 GiB") && message.contains(says),
+                "{message}"
+            );
+            assert!(message.contains("HugePages::BestEffort"), "{message}");
+            if huge_page_size.is_some() {
+                assert!(message.contains("vm.nr_hugepages"), "{message}");
+            }
+            assert_eq!(io::Error::from(err).kind(), io::ErrorKind::OutOfMemory);
+        }
+    }
+
+    #[test]
+    fn a_missing_node_names_the_online_ones() {
+        let err = Error::NoSuchNode {
+            node: 7,
+            online: "0-3".to_owned(),
+        };
+        let message = err.to_string();
+        assert!(
+            message.contains("node 7") && message.contains("0-3"),
+            "{message}"
+        );
+        assert!(message.contains("Numa::Any"), "{message}");
     }
 }

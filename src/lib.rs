@@ -147,7 +147,7 @@ mod sync;
 mod sys;
 mod tape;
 
-pub use block::{Block, Handle, OpenOptions, Pinning};
+pub use block::{Block, Handle, HugePages, Numa, OpenOptions, Pinning};
 pub use error::Error;
 pub use grid::{Cell, Grid, OwnedCell, Plain, Stash};
 #[cfg(feature = "allocator-api2")]

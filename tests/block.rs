@@ -905,3 +905,37 @@ mod apple {
         assert_eq!(user_wirings(&second), 1, "the second block is still pinned");
     }
 }
+
+/// The options for large pools are accepted on every backend (macOS and the portable backend
+/// ignore huge pages and NUMA, and warm on one thread), and the block they give is whole
+/// pages of what it reports.
+#[test]
+fn pool_options_are_accepted_everywhere() {
+    use unimem::{HugePages, Numa};
+    let block = Block::options()
+        .huge_pages(HugePages::BestEffort)
+        .numa(Numa::Node(0))
+        .warm_threads(3)
+        .warm(true)
+        .open(40_000)
+        .unwrap();
+    assert!(block.len() >= 40_000);
+    assert_eq!(block.len() % block.page_size(), 0);
+    assert!(block.page_size() >= 4096 && block.page_size().is_power_of_two());
+    block.warm().ok();
+    let tape = Tape::on(block);
+    let values = tape.take_fill(1000, 7u32).unwrap();
+    assert!(values.iter().all(|&v| v == 7));
+    // Only Linux has huge pages to require; elsewhere that is an error that says so.
+    let required = Block::options().huge_pages(HugePages::Required).open(4096);
+    if cfg!(all(target_os = "linux", not(miri))) {
+        if let Err(err) = required {
+            assert!(matches!(err, Error::HugePagesUnavailable { .. }), "{err:?}");
+        }
+    } else {
+        match required {
+            Err(Error::Unsupported { what }) => assert!(what.contains("BestEffort"), "{what}"),
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
+}

@@ -1029,3 +1029,173 @@ fn gpu_the_callers_own_context_may_be_destroyed_while_registered() {
         .unregister()
         .expect("unregistering needs no context of the caller's");
 }
+
+/// Registration in chunks (`Block::register_cuda_chunks`, `Driver::register_chunks`): how
+/// many registrations, where their boundaries fall, and the device addresses across them.
+mod chunks {
+    use super::Fake;
+    use unimem::cuda::{Chunking, Error};
+    use unimem::{Block, HugePages, Pinning};
+
+    const PAGE: usize = 4096;
+
+    fn block(len: usize) -> Block {
+        Block::options().pinning(Pinning::Off).open(len).unwrap()
+    }
+
+    #[test]
+    fn a_block_registers_in_chunks_on_the_granule_with_device_addresses_across_them() {
+        let fake = Fake::new();
+        let block = block(64 * PAGE);
+        let granule = 3 * PAGE;
+        let chunks = fake
+            .driver
+            .register_chunks(&block, 0..block.len(), Chunking::new(granule, 16 * PAGE))
+            .unwrap();
+        // 15 pages (5 granules) per registration, the last one shorter: 15, 15, 15, 15, 4.
+        assert_eq!(fake.get("registrations"), 5);
+        assert_eq!(fake.get("calls:cuMemHostRegister_v2"), 5);
+        let base = block.as_ptr();
+        let listed: Vec<_> = chunks.chunks().collect();
+        for (i, (range, device)) in listed.iter().enumerate() {
+            assert_eq!(range.start, i * 15 * PAGE);
+            assert_eq!(range.start % granule, 0, "boundaries on the granule");
+            assert!(range.len() <= 16 * PAGE);
+            let host = base.wrapping_add(range.start);
+            assert_eq!(fake.registered(host), Some(range.len()), "chunk {i}");
+            assert_eq!(*device, fake.device_address(host));
+        }
+        assert_eq!(listed.last().unwrap().0.end, block.len());
+        // Every offset maps to its own chunk's device address, boundaries included.
+        for offset in [0, 1, 15 * PAGE - 1, 15 * PAGE, 40 * PAGE + 7, block.len()] {
+            assert_eq!(
+                chunks.device_ptr_at(offset),
+                fake.device_address(base.wrapping_add(offset)),
+                "offset {offset}"
+            );
+        }
+        // No granule spans two; a range across a boundary is refused.
+        for k in 0..(block.len() / granule) {
+            let range = k * granule..(k + 1) * granule;
+            assert_eq!(
+                chunks.device_range(range.clone()),
+                Some(fake.device_address(base.wrapping_add(range.start))),
+                "granule {k}"
+            );
+        }
+        assert_eq!(chunks.device_range(15 * PAGE - 1..15 * PAGE + 1), None);
+        assert_eq!(chunks.device_range(0..block.len()), None);
+        chunks.unregister().unwrap();
+        assert_eq!(fake.get("registrations"), 0);
+        assert_eq!(fake.get("primary_refs"), 0);
+    }
+
+    #[test]
+    fn a_sub_range_registers_only_its_pages() {
+        let fake = Fake::new();
+        let block = block(32 * PAGE);
+        let chunks = fake
+            .driver
+            .register_chunks(
+                &block,
+                5 * PAGE + 10..9 * PAGE - 10,
+                Chunking::new(PAGE, 64 * PAGE),
+            )
+            .unwrap();
+        assert_eq!(chunks.range(), 5 * PAGE..9 * PAGE);
+        assert_eq!(fake.get("registrations"), 1);
+        assert_eq!(
+            fake.registered(block.as_ptr().wrapping_add(5 * PAGE)),
+            Some(4 * PAGE)
+        );
+        // The rest of the block stays free to register.
+        let rest = fake
+            .driver
+            .register_chunks(&block, 0..5 * PAGE, Chunking::new(PAGE, PAGE))
+            .unwrap();
+        assert_eq!(fake.get("registrations"), 6);
+        drop((chunks, rest));
+        assert_eq!(fake.get("registrations"), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "lies outside the registered range")]
+    fn an_offset_outside_the_registered_range_panics() {
+        let fake = Fake::new();
+        let block = block(8 * PAGE);
+        let chunks = fake
+            .driver
+            .register_chunks(&block, 2 * PAGE..4 * PAGE, Chunking::new(PAGE, PAGE))
+            .unwrap();
+        let _ = chunks.device_ptr_at(PAGE);
+    }
+
+    #[test]
+    fn chunks_get_past_a_driver_that_refuses_one_large_registration() {
+        let fake = Fake::new();
+        fake.set("max_register_len", (8 * PAGE) as i64);
+        let block = block(64 * PAGE);
+        match fake.driver.register(&block) {
+            Err(Error::Refused { code: 2, .. }) => {}
+            other => panic!("expected the fake's refusal, got {other:?}"),
+        }
+        let chunks = fake
+            .driver
+            .register_chunks(&block, 0..block.len(), Chunking::new(PAGE, 8 * PAGE))
+            .unwrap();
+        assert_eq!(chunks.chunks().len(), 8);
+        assert_eq!(fake.get("registrations"), 8);
+    }
+
+    #[test]
+    fn a_failure_part_way_unregisters_what_was_registered() {
+        let fake = Fake::new();
+        let block = block(16 * PAGE);
+        // Something else holds pages 8..12: the third chunk is refused.
+        let other = fake
+            .driver
+            .register_chunks(&block, 8 * PAGE..12 * PAGE, Chunking::new(PAGE, 4 * PAGE))
+            .unwrap();
+        let calls = fake.get("calls:cuMemHostRegister_v2");
+        let err = fake
+            .driver
+            .register_chunks(&block, 0..block.len(), Chunking::new(PAGE, 4 * PAGE))
+            .unwrap_err();
+        assert!(matches!(err, Error::AlreadyRegistered), "{err:?}");
+        assert_eq!(fake.get("calls:cuMemHostRegister_v2") - calls, 3);
+        assert_eq!(
+            fake.get("registrations"),
+            1,
+            "only the other registration is left"
+        );
+        drop(other);
+        assert_eq!(fake.get("registrations"), 0);
+        assert_eq!(fake.get("primary_refs"), 0);
+    }
+
+    #[test]
+    fn huge_page_blocks_are_cut_on_whole_huge_pages() {
+        let fake = Fake::new();
+        let block = Block::options()
+            .huge_pages(HugePages::BestEffort)
+            .pinning(Pinning::Off)
+            .warm(true)
+            .open(8 << 20)
+            .unwrap();
+        let page = block.page_size();
+        let chunks = fake
+            .driver
+            .register_chunks(&block, 0..block.len(), Chunking::new(PAGE, 3 << 20))
+            .unwrap();
+        for (range, _) in chunks.chunks() {
+            assert_eq!(range.start % page, 0, "page size {page}");
+            assert!(range.end % page == 0 || range.end == block.len());
+        }
+        if page == 2 << 20 {
+            // 3 MiB rounds down to one huge page per registration.
+            assert_eq!(chunks.chunks().len(), block.len() / page);
+        } else {
+            eprintln!("note: this block has {page}-byte pages (no huge pages on this machine)");
+        }
+    }
+}

@@ -69,6 +69,14 @@ pub const ROWS: &[Row] = &[
           cells: [&[("Steps ", "guard_1_worker"), ("clear_shared ", "clear_shared_1_worker")], &[], &[], &[], &[], &[], &[]] },
     Row { label: "bare step (32 takes), 2 workers", group: "steps_bare", unit: Unit::Time,
           cells: [&[("Steps ", "guard_2_workers"), ("clear_shared ", "clear_shared_2_workers")], &[], &[], &[], &[], &[], &[]] },
+    // Warm opens of 1 GiB (Linux): the mmap column is the kernel's own populate of the same
+    // kind of memfd (MADV_POPULATE_WRITE), split over the same threads.
+    Row { label: "warm 1 GiB, 4 KiB pages (1 thread / all)", group: "warm_1GiB", unit: Unit::Time,
+          cells: [&[("1: ", "block_4KiB_1_thread"), ("all: ", "block_4KiB_threads")], &[], &[], &[], &[], &[("1: ", "populate_4KiB_1_thread"), ("all: ", "populate_4KiB_threads")], &[]] },
+    Row { label: "warm 1 GiB, transparent huge pages (1 thread / all)", group: "warm_1GiB", unit: Unit::Time,
+          cells: [&[("1: ", "block_thp_1_thread"), ("all: ", "block_thp_threads")], &[], &[], &[], &[], &[("1: ", "populate_thp_1_thread"), ("all: ", "populate_thp_threads")], &[]] },
+    Row { label: "warm 1 GiB, hugetlb pages (1 thread / all)", group: "warm_1GiB", unit: Unit::Time,
+          cells: [&[("1: ", "block_hugetlb_1_thread"), ("all: ", "block_hugetlb_threads")], &[], &[], &[], &[], &[("1: ", "populate_hugetlb_1_thread"), ("all: ", "populate_hugetlb_threads")], &[]] },
 ];
 
 /// What a target measures.
@@ -129,4 +137,12 @@ pub const TARGETS: &[Target] = &[
     // the unsafe clear.
     Target { what: "hot_loop step, 1 worker: Steps / clear_shared", measure: Ratio(Bench("steps", "guard_1_worker"), &[Bench("steps", "clear_shared_1_worker")]), bound: AtMost(1.05), unit: "×" },
     Target { what: "hot_loop step, 2 workers: Steps / clear_shared", measure: Ratio(Bench("steps", "guard_2_workers"), &[Bench("steps", "clear_shared_2_workers")]), bound: AtMost(1.05), unit: "×" },
+    // Pools (issue 19): threads speed a warm open up, huge pages cut it, and each Block stays
+    // beside the kernel's own populate of the same kind.
+    Target { what: "warm open 1 GiB: all threads / 1 thread, speed-up", measure: Ratio(Bench("warm_1GiB", "block_4KiB_1_thread"), &[Bench("warm_1GiB", "block_4KiB_threads")]), bound: AtLeast(1.5), unit: "×" },
+    Target { what: "warm open 1 GiB: transparent huge pages / 4 KiB pages", measure: Ratio(Bench("warm_1GiB", "block_thp_1_thread"), &[Bench("warm_1GiB", "block_4KiB_1_thread")]), bound: AtMost(0.45), unit: "×" },
+    Target { what: "warm open 1 GiB: hugetlb pages / 4 KiB pages", measure: Ratio(Bench("warm_1GiB", "block_hugetlb_1_thread"), &[Bench("warm_1GiB", "block_4KiB_1_thread")]), bound: AtMost(0.45), unit: "×" },
+    Target { what: "warm open 1 GiB, 4 KiB, all threads / kernel populate", measure: Ratio(Bench("warm_1GiB", "block_4KiB_threads"), &[Bench("warm_1GiB", "populate_4KiB_threads")]), bound: AtMost(1.1), unit: "×" },
+    Target { what: "warm open 1 GiB, THP, all threads / kernel populate", measure: Ratio(Bench("warm_1GiB", "block_thp_threads"), &[Bench("warm_1GiB", "populate_thp_threads")]), bound: AtMost(1.1), unit: "×" },
+    Target { what: "warm open 1 GiB, hugetlb, all threads / kernel populate", measure: Ratio(Bench("warm_1GiB", "block_hugetlb_threads"), &[Bench("warm_1GiB", "populate_hugetlb_threads")]), bound: AtMost(1.1), unit: "×" },
 ];

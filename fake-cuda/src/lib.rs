@@ -22,7 +22,9 @@
 //! - `fake_cuda_set(key, value)`: `"version"` (what `cuDriverGetVersion` reports, 12040 by
 //!   default), `"init_error"` (what `cuInit` returns, 0 by default), `"devices"` (how many
 //!   exist, 1 by default, at most 8), `"fail:<entry point>"` (the code that entry point
-//!   returns from now on; 0 lets it work again);
+//!   returns from now on; 0 lets it work again), `"max_register_len"` (`cuMemHostRegister`
+//!   refuses longer registrations with `CUDA_ERROR_OUT_OF_MEMORY`; 0, the default, for no
+//!   limit);
 //! - `fake_cuda_get(key)`: `"calls:<entry point>"`, `"registrations"` (live ones),
 //!   `"primary_refs"` (over all devices) and `"primary_refs:<device>"`, `"last_flags"` (of the
 //!   last registration), `"last_register_context"`, `"last_unregister_context"`,
@@ -46,6 +48,7 @@ type CUcontext = *mut c_void;
 
 const SUCCESS: CUresult = 0;
 const INVALID_VALUE: CUresult = 1;
+const OUT_OF_MEMORY: CUresult = 2;
 const NOT_INITIALIZED: CUresult = 3;
 const INVALID_DEVICE: CUresult = 101;
 const INVALID_CONTEXT: CUresult = 201;
@@ -478,6 +481,12 @@ pub unsafe extern "C" fn cuMemHostRegister_v2(
         let context = state.current_context()?;
         if ptr.is_null() || len == 0 || flags & !KNOWN_REGISTER_FLAGS != 0 {
             return Err(INVALID_VALUE);
+        }
+        // A driver that refuses single registrations above some size, as real ones have
+        // been seen to (out of memory, for hundreds of GiB).
+        let max = state.setting("max_register_len", 0);
+        if max > 0 && len as i64 > max {
+            return Err(OUT_OF_MEMORY);
         }
         let (start, end) = (
             ptr as usize,

@@ -1,7 +1,7 @@
 //! Linux-only calls: memfd, file sealing, shared mapping, lock-on-fault, page population, and
 //! passing descriptors over a Unix socket (`SCM_RIGHTS`).
 
-use core::ffi::{c_char, c_int, c_uint, c_void};
+use core::ffi::{c_char, c_int, c_long, c_uint, c_void};
 
 /// `off_t` as the C library's default ABI declares it, which `mmap` takes: 32 bits in glibc's
 /// and uClibc's on 32-bit targets (riscv32 excepted: its glibc has only the 64-bit ABI), 64
@@ -40,6 +40,30 @@ pub const EINVAL: c_int = 22;
 pub const MFD_CLOEXEC: c_uint = 0x0001;
 /// `memfd_create`: allow `F_ADD_SEALS` on the descriptor.
 pub const MFD_ALLOW_SEALING: c_uint = 0x0002;
+/// `memfd_create`: back the file with hugetlbfs pages of the default huge page size, from the
+/// reserved pool (`vm.nr_hugepages`); sealable since Linux 4.16.
+pub const MFD_HUGETLB: c_uint = 0x0004;
+/// `ENOSYS`: the kernel lacks the system call (`mbind` without NUMA support).
+#[cfg(not(any(
+    target_arch = "mips",
+    target_arch = "mips32r6",
+    target_arch = "mips64",
+    target_arch = "mips64r6"
+)))]
+pub const ENOSYS: c_int = 38;
+/// `ENOSYS`: MIPS numbers its errors its own way.
+#[cfg(any(
+    target_arch = "mips",
+    target_arch = "mips32r6",
+    target_arch = "mips64",
+    target_arch = "mips64r6"
+))]
+pub const ENOSYS: c_int = 89;
+/// `hugetlbfs`'s `f_type` in `struct statfs`.
+pub const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+/// `madvise`: back the range with transparent huge pages where the kernel can
+/// (`shmem_enabled=advise` for shared memory).
+pub const MADV_HUGEPAGE: c_int = 14;
 
 /// `fcntl` command: read the file status flags, among them the access mode.
 pub const F_GETFL: c_int = 3;
@@ -74,6 +98,69 @@ pub const MADV_POPULATE_READ: c_int = 22;
 pub const MADV_POPULATE_WRITE: c_int = 23;
 /// `madvise`: leave the range out of a child made by `fork` (Linux 2.6.16).
 pub const MADV_DONTFORK: c_int = 10;
+
+/// `mbind` and `get_mempolicy` mode: allocate only on the nodes given.
+pub const MPOL_BIND: c_int = 2;
+/// `mbind` and `get_mempolicy` mode: spread pages round-robin over the nodes given.
+pub const MPOL_INTERLEAVE: c_int = 3;
+/// `mbind` flag: fail if pages already there break the policy.
+pub const MPOL_MF_STRICT: c_uint = 1;
+
+/// `__fsword_t`: the type of `struct statfs`'s first fields; `unsigned int` on s390x.
+#[cfg(not(target_arch = "s390x"))]
+pub type fsword_t = core::ffi::c_long;
+/// `__fsword_t`: `unsigned int` on s390x.
+#[cfg(target_arch = "s390x")]
+pub type fsword_t = c_uint;
+
+/// The head of `struct statfs` (the file system's type and block size, which is the huge
+/// page size on hugetlbfs), followed by room for the rest on every target (checked against
+/// libc's size in `ffi/tests.rs`).
+#[repr(C)]
+pub struct statfs {
+    /// The file system's magic number, such as `HUGETLBFS_MAGIC`.
+    pub f_type: fsword_t,
+    /// Its block size: the page size for hugetlbfs.
+    pub f_bsize: fsword_t,
+    /// The fields unimem does not read.
+    pub rest: [u64; 32],
+}
+
+/// The system call numbers of `mbind` and `get_mempolicy`, which the C library does not wrap
+/// (libnuma does): per architecture, checked against libc in `ffi/tests.rs`. Architectures
+/// not listed here get an `Unsupported` error for NUMA placement.
+#[cfg(target_arch = "x86_64")]
+pub const SYS_MEMPOLICY: Option<(c_long, c_long)> = Some((237, 239));
+/// As above, for 32-bit x86.
+#[cfg(target_arch = "x86")]
+pub const SYS_MEMPOLICY: Option<(c_long, c_long)> = Some((274, 275));
+/// As above, for the architectures with the generic system call table.
+#[cfg(any(
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "riscv32",
+    target_arch = "loongarch64"
+))]
+pub const SYS_MEMPOLICY: Option<(c_long, c_long)> = Some((235, 236));
+/// As above, for 32-bit Arm.
+#[cfg(target_arch = "arm")]
+pub const SYS_MEMPOLICY: Option<(c_long, c_long)> = Some((319, 320));
+/// As above, for PowerPC.
+#[cfg(any(target_arch = "powerpc", target_arch = "powerpc64"))]
+pub const SYS_MEMPOLICY: Option<(c_long, c_long)> = Some((259, 260));
+/// Not known here: NUMA placement is refused.
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "riscv32",
+    target_arch = "loongarch64",
+    target_arch = "arm",
+    target_arch = "powerpc",
+    target_arch = "powerpc64"
+)))]
+pub const SYS_MEMPOLICY: Option<(c_long, c_long)> = None;
 
 /// Socket option level for the socket layer itself (`SOL_SOCKET`).
 #[cfg(not(any(
@@ -181,4 +268,6 @@ unsafe extern "C" {
     pub fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int;
     pub fn sendmsg(socket: c_int, message: *const msghdr, flags: c_int) -> isize;
     pub fn recvmsg(socket: c_int, message: *mut msghdr, flags: c_int) -> isize;
+    pub fn fstatfs(fd: c_int, buf: *mut statfs) -> c_int;
+    pub fn syscall(number: c_long, ...) -> c_long;
 }

@@ -121,6 +121,24 @@ const _: () = {
     same_constant!(linux::MSG_CMSG_CLOEXEC, libc::MSG_CMSG_CLOEXEC);
     same_constant!(linux::MSG_CTRUNC, libc::MSG_CTRUNC);
     same_constant!(linux::MSG_NOSIGNAL, libc::MSG_NOSIGNAL);
+    same_constant!(linux::MFD_HUGETLB, libc::MFD_HUGETLB);
+    same_constant!(linux::ENOSYS, libc::ENOSYS);
+    same_constant!(linux::MADV_HUGEPAGE, libc::MADV_HUGEPAGE);
+    same_constant!(linux::MPOL_BIND, libc::MPOL_BIND);
+    same_constant!(linux::MPOL_INTERLEAVE, libc::MPOL_INTERLEAVE);
+    // libc declares neither MPOL_MF_STRICT nor HUGETLBFS_MAGIC: the values of
+    // linux/mempolicy.h and linux/magic.h. tests/pools.rs checks them by behaviour.
+    assert!(linux::MPOL_MF_STRICT == 1 << 0);
+    assert!(linux::HUGETLBFS_MAGIC == 0x9584_58f6);
+    // Our `statfs` reads the first two fields and has room for all of libc's.
+    assert!(offset_of!(libc::statfs, f_type) == offset_of!(linux::statfs, f_type));
+    assert!(offset_of!(libc::statfs, f_bsize) == offset_of!(linux::statfs, f_bsize));
+    assert!(size_of::<linux::fsword_t>() == size_of::<libc::c_long>() || cfg!(target_arch = "s390x"));
+    assert!(size_of::<linux::statfs>() >= size_of::<libc::statfs>());
+    if let Some((mbind, get_mempolicy)) = linux::SYS_MEMPOLICY {
+        assert!(mbind == libc::SYS_mbind as core::ffi::c_long);
+        assert!(get_mempolicy == libc::SYS_get_mempolicy as core::ffi::c_long);
+    }
 };
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

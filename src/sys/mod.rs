@@ -103,10 +103,65 @@ pub(crate) struct Region {
     memory: <Imp as Backend>::Memory,
 }
 
+/// Whether [`Region::create_with`] can back memory with huge pages (Linux).
+pub(crate) const HUGE_PAGES: bool = cfg!(all(target_os = "linux", not(any(miri, loom))));
+
+/// Huge pages asked for (`block.rs`'s `HugePages`, which `sys/` may not name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Huge {
+    Off,
+    BestEffort,
+    Required,
+}
+
+/// Where the pages of new memory are placed (`block.rs`'s `Numa`).
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(
+    not(all(target_os = "linux", not(any(miri, loom)))),
+    allow(dead_code, reason = "only Linux places pages")
+)]
+pub(crate) enum Numa<'a> {
+    /// The process's policy.
+    Any,
+    /// Only on these nodes.
+    Bind(&'a [usize]),
+    /// Round-robin over these nodes.
+    Interleave(&'a [usize]),
+}
+
 impl Region {
-    /// New zeroed memory of `len` bytes, a nonzero multiple of [`page_size`].
-    pub(crate) fn create(len: usize) -> Result<Region, Error> {
-        Imp::create(len)
+    /// New zeroed memory of at least `len` bytes (a nonzero multiple of [`page_size`]), with
+    /// huge pages and a NUMA placement where the backend offers them: Linux does (and rounds
+    /// `len` up to the huge page size it uses); the others ignore both.
+    pub(crate) fn create_with(len: usize, huge: Huge, numa: &Numa<'_>) -> Result<Region, Error> {
+        #[cfg(all(target_os = "linux", not(any(miri, loom))))]
+        return Region::create_with_linux(len, huge, numa);
+        #[cfg(not(all(target_os = "linux", not(any(miri, loom)))))]
+        {
+            let _ = (huge, numa);
+            Imp::create(len)
+        }
+    }
+
+    /// The size of the pages that back the region now (Linux: hugetlbfs pages, or transparent
+    /// huge pages where the kernel gave them to every resident page); the base page size
+    /// elsewhere.
+    pub(crate) fn backing_page_size(&self) -> usize {
+        #[cfg(all(target_os = "linux", not(any(miri, loom))))]
+        return self.backing_page_size_linux();
+        #[cfg(not(all(target_os = "linux", not(any(miri, loom)))))]
+        page_size()
+    }
+
+    /// The unit in which threads split populating the region: its huge page size where it
+    /// has huge pages (so that no two threads fault in one huge page), the base page size
+    /// otherwise.
+    pub(crate) fn populate_granule(&self) -> usize {
+        #[cfg(all(target_os = "linux", not(any(miri, loom))))]
+        if let imp::Pages::HugeTlb(size) | imp::Pages::Transparent(size) = self.pages() {
+            return size;
+        }
+        page_size()
     }
 
     #[inline]
@@ -157,6 +212,25 @@ pub(crate) fn unlock(ptr: NonNull<u8>, len: usize) {
 /// Faults every page of `region` in without changing a byte.
 pub(crate) fn populate(region: &Region, pinned: bool) -> Result<(), Error> {
     Imp::populate(region, pinned)
+}
+
+/// Whether [`populate_range`] populates part of a region (Linux); elsewhere only a whole
+/// region can be populated, with [`populate`].
+pub(crate) const POPULATES_RANGES: bool = cfg!(all(target_os = "linux", not(any(miri, loom))));
+
+/// Faults the pages of bytes `start..start + len` of `region` in without changing a byte;
+/// several threads may populate disjoint ranges at once. Only where [`POPULATES_RANGES`].
+#[allow(unused_variables, reason = "only Linux populates ranges")]
+pub(crate) fn populate_range(
+    region: &Region,
+    start: usize,
+    len: usize,
+    pinned: bool,
+) -> Result<(), Error> {
+    #[cfg(all(target_os = "linux", not(any(miri, loom))))]
+    return imp::populate_range(region, start, len, pinned);
+    #[cfg(not(all(target_os = "linux", not(any(miri, loom)))))]
+    unreachable!("populate_range is only called where POPULATES_RANGES")
 }
 
 /// The size of a page, which every block's address and length are multiples of.

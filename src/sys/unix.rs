@@ -54,7 +54,7 @@ pub(crate) fn address_space_limit() -> Option<u64> {
 }
 
 /// The rest of the line of `path` that starts with `prefix`, on Linux.
-fn proc_line(path: &str, prefix: &str) -> Option<String> {
+pub(crate) fn proc_line(path: &str, prefix: &str) -> Option<String> {
     if !cfg!(target_os = "linux") {
         return None;
     }
