@@ -114,6 +114,9 @@ backend! {
         #[cfg(all(feature = "cuda", target_os = "linux"))]
         #[cfg_attr(docsrs, doc(cfg(all(feature = "cuda", target_os = "linux"))))]
         pub mod cuda;
+        #[cfg(all(feature = "ucx", target_os = "linux"))]
+        #[cfg_attr(docsrs, doc(cfg(all(feature = "ucx", target_os = "linux"))))]
+        pub mod ucx;
     }
 }
 mod error;
