@@ -73,10 +73,13 @@
 //!   overlapping bytes land in either order unless a flush separates them. A peer that polls
 //!   its memory for a flag put after the data may see the flag first.
 //! - The peer's CPU takes no part: it learns nothing of a put unless told.
-//! - Endpoints are created with UCX's peer error handling (`UCP_ERR_HANDLING_MODE_PEER`):
-//!   when the peer dies, outstanding and later operations fail (with
-//!   `UCS_ERR_CONNECTION_RESET` or `UCS_ERR_ENDPOINT_TIMEOUT` on TCP), rather than hang. Every
-//!   wait here is bounded by a timeout besides.
+//! - Endpoints are created with UCX's peer error handling (`UCP_ERR_HANDLING_MODE_PEER`)
+//!   where the transports allow it: when the peer dies, outstanding and later operations fail
+//!   (with `UCS_ERR_CONNECTION_RESET` or `UCS_ERR_ENDPOINT_TIMEOUT` on TCP), rather than hang.
+//!   UCX 1.13's shared-memory transports cannot detect a peer's failure; there the endpoint
+//!   is made without it (UCX logs "no peer failure handler" once as it refuses the first
+//!   try), and [`Endpoint::detects_peer_failure`] says so. Every wait here is bounded by a
+//!   timeout besides.
 //!
 //! # Safety at the boundary
 //!
@@ -115,6 +118,9 @@ use std::time::Duration;
 
 /// How long dropping an endpoint waits for its close to finish before leaving it to UCX.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long dropping a request that is still in flight waits for it before closing its
+/// endpoint to end it.
+const DROP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why UCX could not be used, or refused an operation.
 ///
@@ -150,8 +156,9 @@ pub enum Error {
         /// What it had to lie inside.
         within: Range<usize>,
     },
-    /// An operation did not complete in the time given. It was cancelled, and UCX is done
-    /// with its buffers.
+    /// An operation did not complete in the time given. A put or get that times out is ended
+    /// by closing its endpoint (every operation on it fails from then on: connect again);
+    /// either way UCX is done with the buffers when this error is returned.
     TimedOut {
         /// What was waited for: `"put"`, `"get"`, `"flush"`.
         operation: &'static str,
@@ -209,8 +216,10 @@ impl fmt::Display for Error {
             ),
             Error::TimedOut { operation, timeout } => write!(
                 f,
-                "the {operation} did not complete within {timeout:?} and was cancelled: the \
-                 peer may be stuck or slow; wait longer, or check that it is alive"
+                "the {operation} did not complete within {timeout:?} and was abandoned (a put or \
+                 get by closing its endpoint: connect again): the peer may be dead, stuck, or \
+                 not driving its worker (over TCP and shared memory the target's worker must \
+                 progress); wait longer, or check that it is alive"
             ),
         }
     }
@@ -410,6 +419,15 @@ impl<'w> Endpoint<'w> {
         self.worker
     }
 
+    /// Whether UCX watches the peer on this endpoint (error handling mode
+    /// `UCP_ERR_HANDLING_MODE_PEER`): then a peer's failure fails outstanding and later
+    /// operations at once. Some transports cannot (shared memory in UCX 1.13): the endpoint is
+    /// then made without it, and a dead peer shows only as a wait that times out (or, over
+    /// shared memory, as puts that land in memory nobody reads any more).
+    pub fn detects_peer_failure(&self) -> bool {
+        self.ep().detects_failure()
+    }
+
     /// Whether UCX reported the peer failed (its error handler ran): every operation on this
     /// endpoint fails from then on.
     pub fn peer_failed(&self) -> bool {
@@ -526,6 +544,7 @@ impl<'w> Endpoint<'w> {
         }?;
         Ok(Request {
             worker: self.worker,
+            endpoint: self.ep(),
             op,
             operation: "put",
             _borrows: PhantomData,
@@ -568,6 +587,7 @@ impl<'w> Endpoint<'w> {
         }?;
         Ok(Request {
             worker: self.worker,
+            endpoint: self.ep(),
             op,
             operation: "get",
             _borrows: PhantomData,
@@ -699,11 +719,12 @@ impl fmt::Debug for Remote<'_> {
 }
 
 /// A put or a get in flight. [`wait`](Request::wait) for it, or [`poll`](Request::poll) it
-/// while doing other work; dropping it cancels it if it is still outstanding and waits until
-/// UCX is done with its buffers.
-#[must_use = "dropping a request cancels it"]
+/// while doing other work. Dropping one still in flight waits for it (up to 30 s, then closes
+/// its endpoint to end it), so UCX is done with its buffers when the drop returns.
+#[must_use = "dropping a request waits for it"]
 pub struct Request<'a> {
     worker: &'a Worker,
+    endpoint: &'a sys::Endpoint,
     op: sys::Op,
     operation: &'static str,
     /// The registration, the remote region and the endpoint it uses.
@@ -731,19 +752,20 @@ impl Request<'_> {
     /// # Errors
     /// [`Error::Failed`] when UCX failed it (the peer died: `UCS_ERR_CONNECTION_RESET` or
     /// `UCS_ERR_ENDPOINT_TIMEOUT`); [`Error::TimedOut`] when it did not complete in time, in
-    /// which case it was cancelled and UCX is done with its buffers.
+    /// which case its endpoint was closed to end it (see [`Error::TimedOut`]).
     pub fn wait(mut self, timeout: Duration) -> Result<(), Error> {
         let op = core::mem::replace(&mut self.op, sys::Op::done());
         self.worker
             .inner
-            .wait(op, timeout)
+            .wait(op, timeout, Some(self.endpoint))
             .map_err(|failure| waited(self.operation, timeout, failure))
     }
 }
 
 impl Drop for Request<'_> {
     fn drop(&mut self) {
-        self.worker.inner.finish(&mut self.op);
+        let op = core::mem::replace(&mut self.op, sys::Op::done());
+        let _ = self.worker.inner.wait(op, DROP_TIMEOUT, Some(self.endpoint));
     }
 }
 

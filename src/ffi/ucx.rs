@@ -72,6 +72,7 @@ pub const UCS_THREAD_MODE_SERIALIZED: c_enum = 1;
 pub const UCP_EP_PARAM_FIELD_REMOTE_ADDRESS: u64 = 1 << 0;
 pub const UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE: u64 = 1 << 1;
 pub const UCP_EP_PARAM_FIELD_ERR_HANDLER: u64 = 1 << 2;
+pub const UCP_ERR_HANDLING_MODE_NONE: c_enum = 0;
 pub const UCP_ERR_HANDLING_MODE_PEER: c_enum = 1;
 pub const UCP_EP_CLOSE_FLAG_FORCE: u32 = 1 << 0;
 
@@ -261,7 +262,6 @@ pub type ucp_get_nbx = unsafe extern "C" fn(
     param: *const ucp_request_param_t,
 ) -> ucs_status_ptr_t;
 pub type ucp_request_check_status = unsafe extern "C" fn(request: *mut c_void) -> ucs_status_t;
-pub type ucp_request_cancel = unsafe extern "C" fn(worker: ucp_worker_h, request: *mut c_void);
 pub type ucp_request_free = unsafe extern "C" fn(request: *mut c_void);
 /// `ucs_status_string` (in libucs, which libucp depends on, so `dlsym` on libucp's handle
 /// finds it).
@@ -337,7 +337,7 @@ pub const LAYOUT: &[(&str, i64)] = {
         offset!(ucp_request_param_t, recv_info),
         offset!(ucp_request_param_t, memh),
     ];
-    const CONSTANTS: [(&str, i64); 35] = constants![
+    const CONSTANTS: [(&str, i64); 36] = constants![
         UCS_OK,
         UCS_INPROGRESS,
         UCS_ERR_NO_MEMORY,
@@ -357,6 +357,7 @@ pub const LAYOUT: &[(&str, i64)] = {
         UCP_EP_PARAM_FIELD_REMOTE_ADDRESS,
         UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE,
         UCP_EP_PARAM_FIELD_ERR_HANDLER,
+        UCP_ERR_HANDLING_MODE_NONE,
         UCP_ERR_HANDLING_MODE_PEER,
         UCP_EP_CLOSE_FLAG_FORCE,
         UCP_MEM_MAP_PARAM_FIELD_ADDRESS,
@@ -374,8 +375,8 @@ pub const LAYOUT: &[(&str, i64)] = {
         RTLD_NOW,
         RTLD_LOCAL,
     ];
-    const ALL: [(&str, i64); 79] = {
-        let mut all = [("", 0); 79];
+    const ALL: [(&str, i64); 80] = {
+        let mut all = [("", 0); 80];
         let mut i = 0;
         while i < SIZES.len() {
             all[i] = SIZES[i];

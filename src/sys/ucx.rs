@@ -23,6 +23,10 @@ pub(crate) use ucp::{
 /// The library opened: UCP's soname.
 pub(crate) const LIBRARY: &str = "libucp.so.0";
 
+/// How long a put or get whose endpoint was force-closed may take to complete before it is
+/// released.
+const ABANDON_GRACE: Duration = Duration::from_secs(2);
+
 /// A UCX call that did not return `UCS_OK`, with UCX's own words for the status.
 #[derive(Debug, Clone)]
 pub(crate) struct Failure {
@@ -62,7 +66,6 @@ struct Api {
     put_nbx: ucp::ucp_put_nbx,
     get_nbx: ucp::ucp_get_nbx,
     request_check_status: ucp::ucp_request_check_status,
-    request_cancel: ucp::ucp_request_cancel,
     request_free: ucp::ucp_request_free,
     status_string: ucp::ucs_status_string,
 }
@@ -162,7 +165,6 @@ impl Library {
             request_check_status: lookup!(
                 c"ucp_request_check_status" as ucp::ucp_request_check_status
             ),
-            request_cancel: lookup!(c"ucp_request_cancel" as ucp::ucp_request_cancel),
             request_free: lookup!(c"ucp_request_free" as ucp::ucp_request_free),
             status_string: lookup!(c"ucs_status_string" as ucp::ucs_status_string),
         };
@@ -352,7 +354,7 @@ impl Worker {
         let op = unsafe { (self.api().worker_flush_nbx)(self.handle, &param) };
         // SAFETY: `op` came from this worker's flush just now.
         let op = unsafe { self.op("ucp_worker_flush_nbx", op) }.map_err(WaitFailure::Failed)?;
-        self.wait(op, timeout)
+        self.wait(op, timeout, None)
     }
 
     /// Connects to the worker whose address is `address`. The endpoint's error handler
@@ -363,19 +365,36 @@ impl Worker {
     /// checking it, and may crash on garbage). The endpoint is closed (dropped) before this
     /// worker.
     pub(crate) unsafe fn connect(&self, address: &[u8]) -> Result<Endpoint, Failure> {
+        // SAFETY: the caller's promise.
+        match unsafe { self.connect_with(address, ucp::UCP_ERR_HANDLING_MODE_PEER) } {
+            // Some transports (shared memory in UCX 1.13) cannot detect a peer's failure, and
+            // UCX then refuses peer error handling as "unreachable": connect without it.
+            Err(failure) if failure.status == ucp::UCS_ERR_UNREACHABLE => {
+                // SAFETY: the caller's promise.
+                unsafe { self.connect_with(address, ucp::UCP_ERR_HANDLING_MODE_NONE) }
+            }
+            result => result,
+        }
+    }
+
+    /// # Safety
+    /// As for `connect`.
+    unsafe fn connect_with(&self, address: &[u8], mode: ucp::c_enum) -> Result<Endpoint, Failure> {
         let failed = Box::new(AtomicI8::new(ucp::UCS_OK));
         // SAFETY: all-zero is a valid ucp_ep_params_t (integers, null pointers, a `None`
         // callback); only the fields in the mask are read.
         let mut params: ucp::ucp_ep_params_t = unsafe { core::mem::zeroed() };
         params.field_mask = ucp::UCP_EP_PARAM_FIELD_REMOTE_ADDRESS
-            | ucp::UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE
-            | ucp::UCP_EP_PARAM_FIELD_ERR_HANDLER;
+            | ucp::UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
         params.address = address.as_ptr().cast();
-        params.err_mode = ucp::UCP_ERR_HANDLING_MODE_PEER;
-        params.err_handler = ucp::ucp_err_handler_t {
-            cb: Some(on_endpoint_error),
-            arg: ptr::from_ref::<AtomicI8>(&failed).cast_mut().cast(),
-        };
+        params.err_mode = mode;
+        if mode == ucp::UCP_ERR_HANDLING_MODE_PEER {
+            params.field_mask |= ucp::UCP_EP_PARAM_FIELD_ERR_HANDLER;
+            params.err_handler = ucp::ucp_err_handler_t {
+                cb: Some(on_endpoint_error),
+                arg: ptr::from_ref::<AtomicI8>(&failed).cast_mut().cast(),
+            };
+        }
         let mut ep = ptr::null_mut();
         // SAFETY: a live worker; `params` is valid and its address is a worker address (the
         // caller's promise); the handler's argument is the boxed flag, which lives as long as
@@ -384,8 +403,9 @@ impl Worker {
             (self.api().ep_create)(self.handle, &params, &mut ep)
         })?;
         Ok(Endpoint {
-            handle: ep,
+            handle: core::cell::Cell::new(ep),
             failed,
+            detects_failure: mode == ucp::UCP_ERR_HANDLING_MODE_PEER,
         })
     }
 
@@ -429,16 +449,24 @@ impl Worker {
         }
     }
 
-    /// Progresses until `op` completes or `timeout` passes. On a timeout the operation is
-    /// still outstanding: the caller decides (see `finish`).
-    pub(crate) fn wait(&self, mut op: Op, timeout: Duration) -> Result<(), WaitFailure> {
+    /// Progresses until `op` completes or `timeout` passes. On a timeout, an operation with
+    /// buffers (a put or a get: `endpoint` is given) is ended by force-closing its endpoint,
+    /// which completes every outstanding operation on it with `UCS_ERR_CANCELED`, so UCX is
+    /// done with the buffers when this returns; one without buffers (a flush) is released to
+    /// finish on its own.
+    pub(crate) fn wait(
+        &self,
+        mut op: Op,
+        timeout: Duration,
+        endpoint: Option<&Endpoint>,
+    ) -> Result<(), WaitFailure> {
         let start = Instant::now();
         loop {
             match self.test(&mut op) {
                 Progress::Done => return Ok(()),
                 Progress::Failed(failure) => return Err(WaitFailure::Failed(failure)),
                 Progress::Pending if start.elapsed() >= timeout => {
-                    self.finish(&mut op);
+                    self.abandon(&mut op, endpoint);
                     return Err(WaitFailure::TimedOut);
                 }
                 Progress::Pending => core::hint::spin_loop(),
@@ -446,38 +474,83 @@ impl Worker {
         }
     }
 
-    /// Makes sure UCX is done with `op`'s buffers: cancels it if it is still outstanding,
-    /// then progresses until it completes (UCX completes a cancelled request, or with error
-    /// mode PEER one whose peer failed).
-    pub(crate) fn finish(&self, op: &mut Op) {
-        if let Some(request) = op.request {
-            // SAFETY: a live request of this worker.
-            unsafe { (self.api().request_cancel)(self.handle, request.as_ptr()) };
-        }
-        while let Progress::Pending = self.test(op) {
-            std::thread::yield_now();
+    /// Ends `op` now: see `wait`.
+    pub(crate) fn abandon(&self, op: &mut Op, endpoint: Option<&Endpoint>) {
+        let Some(request) = op.request else {
+            return;
+        };
+        match endpoint {
+            Some(endpoint) => {
+                self.force_close(endpoint);
+                // UCX documents that a forced close completes every outstanding request of
+                // the endpoint. UCX 1.13 leaves a put to a dead peer over shared memory
+                // pending (its fragments waited in the endpoint's queue, which the close
+                // discarded): give it a moment, then release it. Nothing moves its bytes any
+                // more: the endpoint and its transport lanes are gone.
+                let start = Instant::now();
+                while let Progress::Pending = self.test(op) {
+                    if start.elapsed() > ABANDON_GRACE {
+                        // SAFETY: a live request of this worker, released once (and
+                        // forgotten).
+                        unsafe { (self.api().request_free)(request.as_ptr()) };
+                        op.request = None;
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+            }
+            None => {
+                // SAFETY: a live request of this worker, released once (and forgotten): UCX
+                // finishes it internally; it holds no buffer of ours.
+                unsafe { (self.api().request_free)(request.as_ptr()) };
+                op.request = None;
+            }
         }
     }
 
-    /// Closes `endpoint`, flushing it first unless its peer failed, in which case it is
-    /// forced: bounded by `timeout`, after which the close is forced.
-    pub(crate) fn close(&self, endpoint: Endpoint, timeout: Duration) {
-        let failed = endpoint.failed.load(Ordering::Acquire) != ucp::UCS_OK;
+    /// Closes `endpoint` at once, without the peer: every outstanding operation on it
+    /// completes with `UCS_ERR_CANCELED`, and every later one is refused.
+    fn force_close(&self, endpoint: &Endpoint) {
+        let handle = endpoint.handle.replace(ptr::null_mut());
+        if handle.is_null() {
+            return;
+        }
         let mut param = request_param(None);
-        if failed {
-            param.op_attr_mask |= ucp::UCP_OP_ATTR_FIELD_FLAGS;
-            param.flags = ucp::UCP_EP_CLOSE_FLAG_FORCE;
-        }
-        // SAFETY: a live endpoint of this worker, closed once (it is consumed here).
-        let op = unsafe { (self.api().ep_close_nbx)(endpoint.handle, &param) };
+        param.op_attr_mask |= ucp::UCP_OP_ATTR_FIELD_FLAGS;
+        param.flags = ucp::UCP_EP_CLOSE_FLAG_FORCE;
+        // SAFETY: a live endpoint of this worker, closed once (its handle is cleared above).
+        let op = unsafe { (self.api().ep_close_nbx)(handle, &param) };
         // SAFETY: `op` came from this worker's endpoint just now.
-        if let Ok(op) = unsafe { self.op("ucp_ep_close_nbx", op) } {
-            // A close that does not finish in time is left to UCX: the worker's destruction
-            // releases what remains.
-            let _ = self.wait(op, timeout);
+        if let Ok(mut op) = unsafe { self.op("ucp_ep_close_nbx", op) } {
+            while let Progress::Pending = self.test(&mut op) {
+                std::thread::yield_now();
+            }
         }
-        // The error handler may run until the close completes; it has.
-        drop(endpoint.failed);
+    }
+
+    /// Closes `endpoint`: flushed first unless its peer failed, for at most `timeout`, after
+    /// which the close is forced.
+    pub(crate) fn close(&self, endpoint: Endpoint, timeout: Duration) {
+        let handle = endpoint.handle.get();
+        let mut closed = true;
+        if handle.is_null() {
+            // Force-closed after a timeout already.
+        } else if endpoint.failure().is_some() {
+            self.force_close(&endpoint);
+        } else {
+            let param = request_param(None);
+            // SAFETY: a live endpoint of this worker, closed once (it is consumed here).
+            let op = unsafe { (self.api().ep_close_nbx)(handle, &param) };
+            // SAFETY: `op` came from this worker's endpoint just now.
+            if let Ok(op) = unsafe { self.op("ucp_ep_close_nbx", op) } {
+                // A close that does not finish in time is released and goes on inside UCX,
+                // which may still call the error handler: its flag must then stay alive.
+                closed = !matches!(self.wait(op, timeout, None), Err(WaitFailure::TimedOut));
+            }
+        }
+        if !closed {
+            core::mem::forget(endpoint.failed);
+        }
     }
 }
 
@@ -514,7 +587,8 @@ fn request_param(memh: Option<ucp::ucp_mem_h>) -> ucp::ucp_request_param_t {
 }
 
 /// An operation started on a worker: a request to wait on, or none when it completed at once.
-/// Dropping one that is still outstanding leaves it to UCX; callers `finish` it first.
+/// Dropping one that is still outstanding leaves it to UCX; callers wait for it (or
+/// `abandon` it) first.
 pub(crate) struct Op {
     request: Option<NonNull<c_void>>,
     call: &'static str,
@@ -536,12 +610,37 @@ impl Op {
 
 /// An endpoint: closed by `Worker::close`.
 pub(crate) struct Endpoint {
-    handle: ucp::ucp_ep_h,
+    /// Null once force-closed.
+    handle: core::cell::Cell<ucp::ucp_ep_h>,
     /// `UCS_OK`, or the status the error handler reported. Boxed: UCX holds its address.
     failed: Box<AtomicI8>,
+    /// Whether UCX reports the peer's failure (error handling mode PEER).
+    detects_failure: bool,
 }
 
 impl Endpoint {
+    /// The live handle, or the failure of `call` on an endpoint closed after a timeout.
+    fn live(&self, worker: &Worker, call: &'static str) -> Result<ucp::ucp_ep_h, Failure> {
+        let handle = self.handle.get();
+        if handle.is_null() {
+            Err(Failure {
+                call,
+                status: ucp::UCS_ERR_NOT_CONNECTED,
+                description: format!(
+                    "{} (an earlier operation timed out, and the endpoint was closed to end it)",
+                    worker.context.library.describe(ucp::UCS_ERR_NOT_CONNECTED)
+                ),
+            })
+        } else {
+            Ok(handle)
+        }
+    }
+
+    /// Whether UCX fails this endpoint's operations when the peer fails.
+    pub(crate) fn detects_failure(&self) -> bool {
+        self.detects_failure
+    }
+
     /// The status the peer failed with, if it did.
     pub(crate) fn failure(&self) -> Option<i8> {
         let status = self.failed.load(Ordering::Acquire);
@@ -552,10 +651,11 @@ impl Endpoint {
     pub(crate) fn flush(&self, worker: &Worker, timeout: Duration) -> Result<(), WaitFailure> {
         let param = request_param(None);
         // SAFETY: a live endpoint of `worker` (the caller's, kept by the public module).
-        let op = unsafe { (worker.api().ep_flush_nbx)(self.handle, &param) };
+        let handle = self.live(worker, "ucp_ep_flush_nbx").map_err(WaitFailure::Failed)?;
+        let op = unsafe { (worker.api().ep_flush_nbx)(handle, &param) };
         // SAFETY: `op` came from this endpoint's flush just now.
         let op = unsafe { worker.op("ucp_ep_flush_nbx", op) }.map_err(WaitFailure::Failed)?;
-        worker.wait(op, timeout)
+        worker.wait(op, timeout, None)
     }
 
     /// Unpacks a remote key that a peer packed with `Registration::pack`.
@@ -565,9 +665,10 @@ impl Endpoint {
     /// (UCX parses it without checking); the key is destroyed before this endpoint is closed.
     pub(crate) unsafe fn unpack(&self, worker: &Worker, key: &[u8]) -> Result<Rkey, Failure> {
         let mut rkey = ptr::null_mut();
+        let handle = self.live(worker, "ucp_ep_rkey_unpack")?;
         // SAFETY: a live endpoint; the key bytes are a packed key (the caller's promise).
         worker.context.library.check("ucp_ep_rkey_unpack", unsafe {
-            (worker.api().ep_rkey_unpack)(self.handle, key.as_ptr().cast(), &mut rkey)
+            (worker.api().ep_rkey_unpack)(handle, key.as_ptr().cast(), &mut rkey)
         })?;
         Ok(Rkey {
             handle: rkey,
@@ -579,7 +680,7 @@ impl Endpoint {
     ///
     /// # Safety
     /// `local..local + len` is inside `memory`, and nothing writes it until the operation is
-    /// complete (`finish`ed or waited for to the end); `rkey` is this endpoint's and covers
+    /// complete (waited for, or abandoned); `rkey` is this endpoint's and covers
     /// `remote..remote + len` in the peer (the public module checks that against the length
     /// the peer declared).
     pub(crate) unsafe fn put(
@@ -592,10 +693,11 @@ impl Endpoint {
         rkey: &Rkey,
     ) -> Result<Op, Failure> {
         let param = request_param(Some(memory.handle));
+        let handle = self.live(worker, "ucp_put_nbx")?;
         // SAFETY: the caller's promise; a live endpoint, key and memory handle.
         let op = unsafe {
             (worker.api().put_nbx)(
-                self.handle,
+                handle,
                 local.as_ptr().cast(),
                 len,
                 remote,
@@ -621,10 +723,11 @@ impl Endpoint {
         rkey: &Rkey,
     ) -> Result<Op, Failure> {
         let param = request_param(Some(memory.handle));
+        let handle = self.live(worker, "ucp_get_nbx")?;
         // SAFETY: the caller's promise; a live endpoint, key and memory handle.
         let op = unsafe {
             (worker.api().get_nbx)(
-                self.handle,
+                handle,
                 local.as_ptr().cast(),
                 len,
                 remote,
