@@ -112,7 +112,7 @@ pub struct ucp_params_t {
 /// `ucs_cpu_set_t`: `UCS_CPU_SETSIZE` (1024) bits in `unsigned long`s.
 #[repr(C)]
 pub struct ucs_cpu_set_t {
-    pub ucs_bits: [core::ffi::c_ulong; 1024 / (8 * size_of::<core::ffi::c_ulong>())],
+    pub ucs_bits: [core::ffi::c_ulong; 1024 / core::ffi::c_ulong::BITS as usize],
 }
 
 /// `ucp_worker_params_t`.

@@ -650,8 +650,8 @@ impl Endpoint {
     /// Waits until every operation started on this endpoint is complete at its target.
     pub(crate) fn flush(&self, worker: &Worker, timeout: Duration) -> Result<(), WaitFailure> {
         let param = request_param(None);
-        // SAFETY: a live endpoint of `worker` (the caller's, kept by the public module).
         let handle = self.live(worker, "ucp_ep_flush_nbx").map_err(WaitFailure::Failed)?;
+        // SAFETY: a live endpoint of `worker` (the caller's, kept by the public module).
         let op = unsafe { (worker.api().ep_flush_nbx)(handle, &param) };
         // SAFETY: `op` came from this endpoint's flush just now.
         let op = unsafe { worker.op("ucp_ep_flush_nbx", op) }.map_err(WaitFailure::Failed)?;
