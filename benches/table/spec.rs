@@ -42,6 +42,8 @@ const SIXTY_FOUR_MIB: f64 = (64 << 20) as f64;
 const TAKE: Cells = [&[("Tape ", "tape"), ("Lane ", "lane")], &[("", "malloc")], &[("", "vec")], &[("", "box")], &[("", "bumpalo")], &[("", "mmap")], &[]];
 #[rustfmt::skip]
 const BANDWIDTH: Cells = [&[("", "block")], &[("", "malloc")], &[("", "vec")], &[("", "box")], &[], &[("", "mmap")], &[("", "mmap_mlock")]];
+#[rustfmt::skip]
+const UCX_PUT: Cells = [&[("", "unimem"), ("ucx_perftest ", "ucx_perftest")], &[], &[], &[], &[], &[], &[]];
 
 #[rustfmt::skip]
 pub const ROWS: &[Row] = &[
@@ -58,6 +60,10 @@ pub const ROWS: &[Row] = &[
           cells: [&[("", "block")], &[("", "malloc_touch")], &[], &[], &[], &[], &[("", "mmap_mlock")]] },
     Row { label: "write 64 MiB", group: "write_64MiB", unit: Unit::Bandwidth(SIXTY_FOUR_MIB), cells: BANDWIDTH },
     Row { label: "read 64 MiB", group: "read_64MiB", unit: Unit::Bandwidth(SIXTY_FOUR_MIB), cells: BANDWIDTH },
+    // benches/ucx.rs (`--features ucx`): a put into another process's registered Block, beside
+    // `ucx_perftest -t ucp_put_bw` with the same size and transport, in the unimem column.
+    Row { label: "UCX put 64 MiB, TCP loopback", group: "ucx_put_64MiB_tcp", unit: Unit::Bandwidth(SIXTY_FOUR_MIB), cells: UCX_PUT },
+    Row { label: "UCX put 64 MiB, shared memory", group: "ucx_put_64MiB_shm", unit: Unit::Bandwidth(SIXTY_FOUR_MIB), cells: UCX_PUT },
 ];
 
 /// What a target measures.
@@ -114,4 +120,6 @@ pub const TARGETS: &[Target] = &[
     Target { what: "lanes: 2 threads / 1 thread, takes per second", measure: Ratio(Bench("threads_2", "lane_1_thread"), &[Bench("threads_2", "lane_2_threads")]), bound: AtLeast(1.8), unit: "×" },
     Target { what: "write 64 MiB: Block bandwidth / Vec's", measure: Ratio(Bench("write_64MiB", "vec"), &[Bench("write_64MiB", "block")]), bound: AtLeast(0.95), unit: "×" },
     Target { what: "read 64 MiB: Block bandwidth / Vec's", measure: Ratio(Bench("read_64MiB", "vec"), &[Bench("read_64MiB", "block")]), bound: AtLeast(0.95), unit: "×" },
+    Target { what: "UCX put 64 MiB over TCP: bandwidth / ucx_perftest's", measure: Ratio(Bench("ucx_put_64MiB_tcp", "ucx_perftest"), &[Bench("ucx_put_64MiB_tcp", "unimem")]), bound: AtLeast(0.9), unit: "×" },
+    Target { what: "UCX put 64 MiB over shared memory: bandwidth / ucx_perftest's", measure: Ratio(Bench("ucx_put_64MiB_shm", "ucx_perftest"), &[Bench("ucx_put_64MiB_shm", "unimem")]), bound: AtLeast(0.9), unit: "×" },
 ];
