@@ -3,8 +3,8 @@
 //!
 //! Enabled by the `ucx` feature (off by default), on Linux only: elsewhere the feature does
 //! nothing, so a crate may enable it unconditionally. Nothing links against UCX: its protocol
-//! library, `libucp.so.0` (UCX 1.13 or newer), is opened with `dlopen` the first time a
-//! [`Worker`] is made, and a machine without it builds and runs everything else
+//! library, `libucp.so.0` (UCX 1.13 or newer; or the path in `UNIMEM_UCX_LIBRARY`), is opened
+//! with `dlopen` the first time a [`Worker`] is made, and a machine without it builds and runs everything else
 //! ([`Error::NoLibrary`] says what to install). UCX picks the transport (shared memory, TCP,
 //! RDMA verbs) from what the two sides have in common and from its environment variables
 //! (`UCX_TLS`, `UCX_NET_DEVICES`); nothing here depends on which.
@@ -130,8 +130,8 @@ const DROP_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Error {
     /// `libucp.so.0` could not be opened, or is not UCX 1.13 or newer.
     NoLibrary {
-        /// The library looked for: `libucp.so.0`.
-        library: &'static str,
+        /// The library looked for: `libucp.so.0`, or what `UNIMEM_UCX_LIBRARY` named.
+        library: String,
         /// What the loader said (`dlerror`), or what is wrong with the library.
         reason: String,
     },
@@ -172,9 +172,11 @@ impl fmt::Display for Error {
         match self {
             Error::NoLibrary { library, reason } => write!(
                 f,
-                "UCX could not be loaded from {library} ({reason}): install UCX 1.13 or newer \
-                 (Debian and Ubuntu: `apt-get install libucx0`; Fedora: `dnf install ucx`), or \
-                 add the directory holding libucp.so.0 to LD_LIBRARY_PATH"
+                "UCX could not be loaded from {library:?} ({reason}): install UCX 1.13 or \
+                 newer (Debian and Ubuntu: `apt-get install libucx0`; Fedora: `dnf install \
+                 ucx`), or set {var} to the path of its libucp.so.0 if it is installed outside \
+                 the loader's search path",
+                var = sys::LIBRARY_VARIABLE,
             ),
             Error::Failed {
                 call,
@@ -775,5 +777,41 @@ impl fmt::Debug for Request<'_> {
             .field("operation", &self.operation)
             .field("complete", &self.is_complete())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_library_says_what_to_install() {
+        let text = Error::NoLibrary {
+            library: "libucp.so.0".to_owned(),
+            reason: "libucp.so.0: cannot open shared object file".to_owned(),
+        }
+        .to_string();
+        for needle in ["libucp.so.0", "apt-get install libucx0", "UNIMEM_UCX_LIBRARY"] {
+            assert!(text.contains(needle), "{needle:?} missing from {text:?}");
+        }
+    }
+
+    #[test]
+    fn a_dead_peer_and_an_out_of_range_transfer_say_what_to_do() {
+        let text = Error::Failed {
+            call: "ucp_put_nbx",
+            status: sys::UCS_ERR_CONNECTION_RESET,
+            description: "Connection reset by remote peer".to_owned(),
+        }
+        .to_string();
+        assert!(text.contains("the peer is gone"), "{text}");
+        let err = Error::OutOfRange {
+            side: "remote",
+            offset: 100,
+            len: 8,
+            within: 0..104,
+        };
+        assert!(err.to_string().contains("only as long as the peer declared"), "{err}");
+        assert_eq!(io::Error::from(err).kind(), io::ErrorKind::InvalidInput);
     }
 }

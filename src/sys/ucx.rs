@@ -20,8 +20,10 @@ pub(crate) use ucp::{
     UCS_ERR_UNREACHABLE,
 };
 
-/// The library opened: UCP's soname.
+/// The library opened when [`LIBRARY_VARIABLE`] is not set: UCP's soname.
 pub(crate) const LIBRARY: &str = "libucp.so.0";
+/// The environment variable that names another UCP library (a path, or a soname).
+pub(crate) const LIBRARY_VARIABLE: &str = "UNIMEM_UCX_LIBRARY";
 
 /// How long a put or get whose endpoint was force-closed may take to complete before it is
 /// released.
@@ -39,7 +41,7 @@ pub(crate) struct Failure {
 /// Why `libucp.so.0` could not be used.
 #[derive(Debug, Clone)]
 pub(crate) struct LoadFailure {
-    pub(crate) library: &'static str,
+    pub(crate) library: String,
     pub(crate) reason: String,
 }
 
@@ -83,12 +85,23 @@ unsafe impl Send for Library {}
 // SAFETY: as for Send.
 unsafe impl Sync for Library {}
 
-/// `libucp.so.0`, opened on the first call; later calls give the same answer.
+/// The library named by [`LIBRARY_VARIABLE`], or `libucp.so.0`, opened on the first call;
+/// later calls give the same answer.
 pub(crate) fn load() -> Result<&'static Library, LoadFailure> {
     static LOADED: OnceLock<Result<Library, LoadFailure>> = OnceLock::new();
-    // SAFETY: the system's UCX library, chosen by the dynamic loader's usual search (trusted
-    // as any library the process links is).
-    LOADED.get_or_init(|| unsafe { Library::open() }).as_ref().map_err(Clone::clone)
+    LOADED
+        .get_or_init(|| {
+            let name = match std::env::var(LIBRARY_VARIABLE) {
+                Ok(name) if !name.is_empty() => name,
+                _ => LIBRARY.to_owned(),
+            };
+            // SAFETY: the system's UCX library, chosen by the dynamic loader's usual search,
+            // or the one the environment names, trusted as LD_LIBRARY_PATH and LD_PRELOAD are
+            // (whoever sets the environment already chooses what code the process runs).
+            unsafe { Library::open(&name) }
+        })
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 /// The C string at `text`, copied, or `None` for null.
@@ -102,15 +115,20 @@ unsafe fn c_text(text: *const c_char) -> Option<String> {
 
 impl Library {
     /// # Safety
-    /// As for `load`: `libucp.so.0` is UCX's protocol library, whose entry points have the
+    /// As for `load`: `library` is UCX's protocol library, whose entry points have the
     /// signatures `ffi/ucx.rs` declares.
-    unsafe fn open() -> Result<Library, LoadFailure> {
-        let name = c"libucp.so.0";
+    unsafe fn open(library: &str) -> Result<Library, LoadFailure> {
+        let Ok(name) = std::ffi::CString::new(library) else {
+            return Err(LoadFailure {
+                library: library.to_owned(),
+                reason: "the name contains a NUL byte".to_owned(),
+            });
+        };
         // SAFETY: a valid C string; opening UCX runs its initialisers, which are sound.
         let handle = unsafe { ucp::dlopen(name.as_ptr(), ucp::RTLD_NOW | ucp::RTLD_LOCAL) };
         let Some(handle) = NonNull::new(handle) else {
             return Err(LoadFailure {
-                library: LIBRARY,
+                library: library.to_owned(),
                 // SAFETY: dlerror returns null or a C string valid until the next loader call
                 // on this thread; it is copied at once.
                 reason: unsafe { c_text(ucp::dlerror()) }
@@ -124,7 +142,7 @@ impl Library {
                 let symbol = unsafe { ucp::dlsym(handle.as_ptr(), name.as_ptr()) };
                 if symbol.is_null() {
                     return Err(LoadFailure {
-                        library: LIBRARY,
+                        library: library.to_owned(),
                         reason: format!(
                             "it has no {}, which UCX 1.13 and later export",
                             name.to_string_lossy()
@@ -173,7 +191,7 @@ impl Library {
         unsafe { (api.get_version)(&mut major, &mut minor, &mut release) };
         if (major, minor) < (ucp::UCP_API_MAJOR, ucp::UCP_API_MINOR) {
             return Err(LoadFailure {
-                library: LIBRARY,
+                library: library.to_owned(),
                 reason: format!(
                     "it is UCX {major}.{minor}.{release}; unimem needs {}.{} or newer",
                     ucp::UCP_API_MAJOR,
