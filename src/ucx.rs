@@ -475,6 +475,11 @@ impl<'w> Endpoint<'w> {
             "the registration belongs to another Worker's context: register the block with the \
              worker this endpoint was made from"
         );
+        assert!(
+            remote.rkey.is_of(self.ep()),
+            "the remote region was made by another endpoint: a key is unpacked per endpoint, \
+             so make the Remote with this endpoint's `remote`"
+        );
         let inside = |start: usize, within: &Range<usize>| {
             start >= within.start
                 && start
@@ -520,7 +525,8 @@ impl<'w> Endpoint<'w> {
     /// refuses to start it (the peer failed).
     ///
     /// # Panics
-    /// If `local` was registered through another [`Worker`].
+    /// If `local` was registered through another [`Worker`], or `remote` made by another
+    /// endpoint.
     #[track_caller]
     pub unsafe fn put<'a>(
         &'a self,

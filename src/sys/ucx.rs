@@ -246,7 +246,10 @@ impl Library {
             request_init: None,
             request_cleanup: None,
             tag_sender_mask: 0,
-            mt_workers_shared: 0,
+            // Registrations are Send and Sync, so `ucp_mem_map`, `ucp_mem_unmap` and
+            // `ucp_rkey_pack` may run on other threads than the worker's: this makes UCX guard
+            // the context's state with a real lock (it is a no-op lock otherwise).
+            mt_workers_shared: 1,
             estimated_num_eps: 0,
             estimated_num_ppn: 0,
             name: name.as_ptr(),
@@ -291,10 +294,10 @@ pub(crate) struct Context {
     handle: ucp::ucp_context_h,
 }
 
-// SAFETY: the context is created with `mt_workers_shared = 0` and touched only by
-// `ucp_mem_map`, `ucp_mem_unmap`, `ucp_rkey_pack` and `ucp_cleanup`; UCX guards a context's
-// memory-registration state with its own lock (the context's `mt_lock`), so these may be
-// called from any thread.
+// SAFETY: the context is created with `mt_workers_shared = 1`, so UCX guards its state with
+// its own lock (the context's `mt_lock`), and it is touched directly only by `ucp_mem_map`,
+// `ucp_mem_unmap`, `ucp_rkey_pack` and `ucp_cleanup` (the last when nothing else holds it), so
+// these may be called from any thread.
 unsafe impl Send for Context {}
 // SAFETY: as for Send.
 unsafe impl Sync for Context {}
@@ -637,6 +640,11 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
+    /// An identity unique among live endpoints: the address of its boxed flag.
+    fn id(&self) -> usize {
+        ptr::from_ref::<AtomicI8>(&self.failed) as usize
+    }
+
     /// The live handle, or the failure of `call` on an endpoint closed after a timeout.
     fn live(&self, worker: &Worker, call: &'static str) -> Result<ucp::ucp_ep_h, Failure> {
         let handle = self.handle.get();
@@ -691,6 +699,7 @@ impl Endpoint {
         Ok(Rkey {
             handle: rkey,
             library: worker.context.library,
+            endpoint: self.id(),
         })
     }
 
@@ -762,6 +771,16 @@ impl Endpoint {
 pub(crate) struct Rkey {
     handle: ucp::ucp_rkey_h,
     library: &'static Library,
+    /// The identity (`Endpoint::id`) of the endpoint it was unpacked on, the only one it may
+    /// be used with.
+    endpoint: usize,
+}
+
+impl Rkey {
+    /// Whether this key was unpacked on `endpoint`.
+    pub(crate) fn is_of(&self, endpoint: &Endpoint) -> bool {
+        self.endpoint == endpoint.id()
+    }
 }
 
 impl Drop for Rkey {
