@@ -76,8 +76,9 @@
 //!
 //! Handing memory to hardware goes through [`Block::handle`] plus an offset
 //! ([`Tape::offset_of`], [`Cell::offset`]); to a GPU, through the `cuda` module, and to other
-//! processes and machines by UCX, through the `ucx` module (features of those names, Linux). The device is outside the borrow checker: keep the
-//! allocation (and the tape or grid) alive and untouched until the device is done with it.
+//! processes and machines by UCX, through the `ucx` module (features of those names, Linux).
+//! The device is outside the borrow checker: keep the allocation (and the tape or grid) alive
+//! and untouched until the device is done with it.
 //!
 //! # Errors
 //!
