@@ -322,6 +322,25 @@ fn child_tape_side() {
         println!("{size} bytes put and got back, every byte checked");
     }
 
+    // Polled rather than waited for, then flushed through the worker.
+    // SAFETY: nothing writes the put bytes of the tape; the request is polled to the end.
+    let mut put = unsafe { endpoint.put(&registration, puts[1], &remote, cell, SIZES[1]) }.unwrap();
+    let start = Instant::now();
+    let outcome = loop {
+        if let Some(outcome) = put.poll() {
+            break outcome;
+        }
+        assert!(start.elapsed() < WAIT, "a polled put never completed");
+    };
+    outcome.unwrap();
+    assert!(put.is_complete());
+    assert!(
+        matches!(put.poll(), Some(Ok(()))),
+        "a completed request stays complete"
+    );
+    drop(put);
+    worker.flush(WAIT).unwrap();
+
     // Out of range: refused before UCX sees them (the grid side checks its last byte).
     let last = remote.len() - 1;
     // SAFETY: each is refused before anything is read or written.
