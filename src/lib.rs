@@ -98,8 +98,10 @@
 //!   release/acquire ordering, so the next taker sees everything the last owner wrote.
 //!
 //! Handing memory to hardware goes through [`Block::handle`] plus an offset
-//! ([`Tape::offset_of`], [`Cell::offset`]). The device is outside the borrow checker: keep the
-//! allocation (and the tape or grid) alive and untouched until the device is done with it.
+//! ([`Tape::offset_of`], [`Cell::offset`]); to a GPU, through the `cuda` module, and to other
+//! processes and machines by UCX, through the `ucx` module (features of those names, Linux).
+//! The device is outside the borrow checker: keep the allocation (and the tape or grid) alive
+//! and untouched until the device is done with it.
 //!
 //! # Errors
 //!
@@ -137,6 +139,9 @@ backend! {
         #[cfg(all(feature = "cuda", target_os = "linux"))]
         #[cfg_attr(docsrs, doc(cfg(all(feature = "cuda", target_os = "linux"))))]
         pub mod cuda;
+        #[cfg(all(feature = "ucx", target_os = "linux"))]
+        #[cfg_attr(docsrs, doc(cfg(all(feature = "ucx", target_os = "linux"))))]
+        pub mod ucx;
     }
 }
 mod error;

@@ -42,6 +42,8 @@ const SIXTY_FOUR_MIB: f64 = (64 << 20) as f64;
 const TAKE: Cells = [&[("Tape ", "tape"), ("Lane ", "lane")], &[("", "malloc")], &[("", "vec")], &[("", "box")], &[("", "bumpalo")], &[("", "mmap")], &[]];
 #[rustfmt::skip]
 const BANDWIDTH: Cells = [&[("", "block")], &[("", "malloc")], &[("", "vec")], &[("", "box")], &[], &[("", "mmap")], &[("", "mmap_mlock")]];
+#[rustfmt::skip]
+const UCX_PUT: Cells = [&[("", "unimem"), ("ucx_perftest ", "ucx_perftest")], &[], &[], &[], &[], &[], &[]];
 
 #[rustfmt::skip]
 pub const ROWS: &[Row] = &[
@@ -77,6 +79,10 @@ pub const ROWS: &[Row] = &[
           cells: [&[("1: ", "block_thp_1_thread"), ("all: ", "block_thp_threads")], &[], &[], &[], &[], &[("1: ", "populate_thp_1_thread"), ("all: ", "populate_thp_threads")], &[]] },
     Row { label: "warm 1 GiB, hugetlb pages (1 thread / all)", group: "warm_1GiB", unit: Unit::Time,
           cells: [&[("1: ", "block_hugetlb_1_thread"), ("all: ", "block_hugetlb_threads")], &[], &[], &[], &[], &[("1: ", "populate_hugetlb_1_thread"), ("all: ", "populate_hugetlb_threads")], &[]] },
+    // benches/ucx.rs: a put into another process's registered Block, beside
+    // `ucx_perftest -t ucp_put_bw` with the same size and transport, in the unimem column.
+    Row { label: "UCX put 64 MiB, TCP loopback", group: "ucx_put_64MiB_tcp", unit: Unit::Bandwidth(SIXTY_FOUR_MIB), cells: UCX_PUT },
+    Row { label: "UCX put 64 MiB, shared memory", group: "ucx_put_64MiB_shm", unit: Unit::Bandwidth(SIXTY_FOUR_MIB), cells: UCX_PUT },
 ];
 
 /// What a target measures.
@@ -145,4 +151,6 @@ pub const TARGETS: &[Target] = &[
     Target { what: "warm open 1 GiB, 4 KiB, all threads / kernel populate", measure: Ratio(Bench("warm_1GiB", "block_4KiB_threads"), &[Bench("warm_1GiB", "populate_4KiB_threads")]), bound: AtMost(1.1), unit: "×" },
     Target { what: "warm open 1 GiB, THP, all threads / kernel populate", measure: Ratio(Bench("warm_1GiB", "block_thp_threads"), &[Bench("warm_1GiB", "populate_thp_threads")]), bound: AtMost(1.1), unit: "×" },
     Target { what: "warm open 1 GiB, hugetlb, all threads / kernel populate", measure: Ratio(Bench("warm_1GiB", "block_hugetlb_threads"), &[Bench("warm_1GiB", "populate_hugetlb_threads")]), bound: AtMost(1.1), unit: "×" },
+    Target { what: "UCX put 64 MiB over TCP: bandwidth / ucx_perftest's", measure: Ratio(Bench("ucx_put_64MiB_tcp", "ucx_perftest"), &[Bench("ucx_put_64MiB_tcp", "unimem")]), bound: AtLeast(0.9), unit: "×" },
+    Target { what: "UCX put 64 MiB over shared memory: bandwidth / ucx_perftest's", measure: Ratio(Bench("ucx_put_64MiB_shm", "ucx_perftest"), &[Bench("ucx_put_64MiB_shm", "unimem")]), bound: AtLeast(0.9), unit: "×" },
 ];

@@ -17,6 +17,8 @@ backend! {
         pub mod linux;
         #[cfg(all(feature = "cuda", target_os = "linux"))]
         pub mod cuda;
+        #[cfg(all(feature = "ucx", target_os = "linux"))]
+        pub mod ucx;
         #[cfg(target_vendor = "apple")]
         pub mod apple;
         #[cfg(test)]

@@ -25,6 +25,9 @@ backend! {
         // Not a backend: the CUDA driver, which registers a backend's memory for a GPU.
         #[cfg(all(feature = "cuda", target_os = "linux"))]
         pub(crate) mod cuda;
+        // Not a backend either: UCX, which registers a backend's memory for one-sided transfers.
+        #[cfg(all(feature = "ucx", target_os = "linux"))]
+        pub(crate) mod ucx;
     }
     portable: {
         #[path = "heap.rs"]
