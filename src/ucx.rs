@@ -3,7 +3,8 @@
 //!
 //! Enabled by the `ucx` feature (off by default), on Linux only: elsewhere the feature does
 //! nothing, so a crate may enable it unconditionally. Nothing links against UCX: its protocol
-//! library, `libucp.so.0` (UCX 1.13 or newer; or the path in `UNIMEM_UCX_LIBRARY`), is opened
+//! library, `libucp.so.0` (UCX 1.13 or newer, found by the loader's search; or, through the unsafe
+//! [`Worker::new_from_env`], the path in `UNIMEM_UCX_LIBRARY`), is opened
 //! with `dlopen` the first time a [`Worker`] is made, and a machine without it builds and runs everything else
 //! ([`Error::NoLibrary`] says what to install). UCX picks the transport (shared memory, TCP,
 //! RDMA verbs) from what the two sides have in common and from its environment variables
@@ -130,7 +131,8 @@ const DROP_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Error {
     /// `libucp.so.0` could not be opened, or is not UCX 1.13 or newer.
     NoLibrary {
-        /// The library looked for: `libucp.so.0`, or what `UNIMEM_UCX_LIBRARY` named.
+        /// The library looked for: `libucp.so.0`, or what `UNIMEM_UCX_LIBRARY` named
+        /// ([`Worker::new_from_env`]).
         library: String,
         /// What the loader said (`dlerror`), or what is wrong with the library.
         reason: String,
@@ -174,8 +176,9 @@ impl fmt::Display for Error {
                 f,
                 "UCX could not be loaded from {library:?} ({reason}): install UCX 1.13 or \
                  newer (Debian and Ubuntu: `apt-get install libucx0`; Fedora: `dnf install \
-                 ucx`), or set {var} to the path of its libucp.so.0 if it is installed outside \
-                 the loader's search path",
+                 ucx`); if it is installed outside the loader's search path, add its directory to \
+                 LD_LIBRARY_PATH, or name its libucp.so.0 in {var} and open it with \
+                 Worker::new_from_env",
                 var = sys::LIBRARY_VARIABLE,
             ),
             Error::Failed {
@@ -300,6 +303,32 @@ impl Worker {
     pub fn new() -> Result<Worker, Error> {
         Ok(Worker {
             inner: sys::load()?.worker()?,
+        })
+    }
+
+    /// As [`new`](Worker::new), from the UCX library that the environment variable
+    /// `UNIMEM_UCX_LIBRARY` names (a path, or a soname), or from `libucp.so.0` when it is unset
+    /// or empty. For a UCX installed outside the loader's search path, and for tests.
+    ///
+    /// # Safety
+    /// Where `UNIMEM_UCX_LIBRARY` is set, it names UCX's protocol library, 1.13 or newer: the
+    /// functions of UCX's names in any other library would be called with UCX's signatures.
+    /// Safe code can set variables (and a library may), which is why only this call reads it.
+    ///
+    /// # Errors
+    /// As for [`new`](Worker::new).
+    ///
+    /// ```
+    /// // SAFETY: UNIMEM_UCX_LIBRARY, where set, names UCX's libucp.so.0.
+    /// match unsafe { unimem::ucx::Worker::new_from_env() } {
+    ///     Ok(worker) => println!("UCX {:?}", worker.version()),
+    ///     Err(why) => println!("no UCX here: {why}"),
+    /// }
+    /// ```
+    pub unsafe fn new_from_env() -> Result<Worker, Error> {
+        Ok(Worker {
+            // SAFETY: the caller's promise about the variable.
+            inner: unsafe { sys::load_from_env() }?.worker()?,
         })
     }
 

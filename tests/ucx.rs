@@ -58,7 +58,9 @@ fn check(bytes: &[u8], seed: u8, whose: &str) {
 /// `Some(worker)`, or `None` after printing why this test skips (UCX missing), or a panic
 /// when UCX is required.
 fn worker_or_skip(test: &str) -> Option<Worker> {
-    match Worker::new() {
+    // SAFETY: UNIMEM_UCX_LIBRARY, where set, names UCX's libucp.so.0, or (as .ci/run sets it
+    // to test the missing-library path) a file that does not exist.
+    match unsafe { Worker::new_from_env() } {
         Ok(worker) => Some(worker),
         Err(err @ ucx::Error::NoLibrary { .. }) => {
             assert!(
@@ -505,4 +507,59 @@ fn child_grid_side_that_dies() {
     recv_u64(&stream, &worker);
     println!("the grid side exits mid-transfer");
     std::process::exit(0);
+}
+
+/// The library a child of [`only_new_from_env_reads_the_variable`] is pointed at.
+const NO_LIBRARY: &str = "/nonexistent/unimem-test/libucp.so.0";
+
+/// Safe code can set environment variables, so the safe `Worker::new` must not open what one
+/// names: only the unsafe `Worker::new_from_env` does (in a child, whose environment is its own).
+#[test]
+fn only_new_from_env_reads_the_variable() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_reads_the_variable_only_unsafely",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("UNIMEM_UCX_LIBRARY", NO_LIBRARY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(out, CHILD_LIMIT);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the child failed:\n{text}");
+    assert!(
+        text.contains("the variable was read only unsafely"),
+        "{text}"
+    );
+}
+
+#[test]
+#[ignore = "run by only_new_from_env_reads_the_variable, in a process of its own"]
+fn child_reads_the_variable_only_unsafely() {
+    assert_eq!(
+        std::env::var("UNIMEM_UCX_LIBRARY").as_deref(),
+        Ok(NO_LIBRARY)
+    );
+    match Worker::new() {
+        // UCX is installed: the safe call opened it, not the missing file.
+        Ok(_) => {}
+        Err(ucx::Error::NoLibrary { library, .. }) => assert_eq!(library, "libucp.so.0"),
+        Err(other) => panic!("Worker::new: {other}"),
+    }
+    // SAFETY: the variable names a file that does not exist, so nothing is opened.
+    match unsafe { Worker::new_from_env() } {
+        Err(ucx::Error::NoLibrary { library, .. }) => assert_eq!(library, NO_LIBRARY),
+        Ok(_) => panic!("new_from_env opened {NO_LIBRARY}, which does not exist"),
+        Err(other) => panic!("new_from_env: {other}"),
+    }
+    println!("the variable was read only unsafely");
 }

@@ -20,9 +20,10 @@ pub(crate) use ucp::{
     UCS_ERR_UNREACHABLE,
 };
 
-/// The library opened when [`LIBRARY_VARIABLE`] is not set: UCP's soname.
+/// UCP's soname: the library opened by [`load`].
 pub(crate) const LIBRARY: &str = "libucp.so.0";
-/// The environment variable that names another UCP library (a path, or a soname).
+/// The environment variable that [`load_from_env`] reads: another UCP library (a path, or a
+/// soname).
 pub(crate) const LIBRARY_VARIABLE: &str = "UNIMEM_UCX_LIBRARY";
 
 /// How long a put or get whose endpoint was force-closed may take to complete before it is
@@ -85,23 +86,46 @@ unsafe impl Send for Library {}
 // SAFETY: as for Send.
 unsafe impl Sync for Library {}
 
-/// The library named by [`LIBRARY_VARIABLE`], or `libucp.so.0`, opened on the first call;
-/// later calls give the same answer.
+/// `libucp.so.0`, found by the dynamic loader's usual search, opened on the first call; later
+/// calls give the same answer. Nothing from the environment chooses the file but what the
+/// loader itself reads (`LD_LIBRARY_PATH`).
 pub(crate) fn load() -> Result<&'static Library, LoadFailure> {
     static LOADED: OnceLock<Result<Library, LoadFailure>> = OnceLock::new();
     LOADED
-        .get_or_init(|| {
-            let name = match std::env::var(LIBRARY_VARIABLE) {
-                Ok(name) if !name.is_empty() => name,
-                _ => LIBRARY.to_owned(),
-            };
-            // SAFETY: the system's UCX library, chosen by the dynamic loader's usual search,
-            // or the one the environment names, trusted as LD_LIBRARY_PATH and LD_PRELOAD are
-            // (whoever sets the environment already chooses what code the process runs).
-            unsafe { Library::open(&name) }
-        })
+        // SAFETY: the system's UCX library, found as every system library is; its entry points
+        // have the signatures ffi/ucx.rs declares (checked against ucp.h in CI).
+        .get_or_init(|| unsafe { Library::open(LIBRARY) })
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// The library [`LIBRARY_VARIABLE`] names (read now), opened on its first use; [`load`] when
+/// the variable is unset or empty.
+///
+/// # Safety
+/// Where the variable is set, it names UCX's protocol library (1.13 or newer), whose entry
+/// points have the signatures ffi/ucx.rs declares: any other library's functions of those
+/// names would be called as if they were UCX's.
+pub(crate) unsafe fn load_from_env() -> Result<&'static Library, LoadFailure> {
+    let name = match std::env::var(LIBRARY_VARIABLE) {
+        Ok(name) if !name.is_empty() => name,
+        _ => return load(),
+    };
+    // Every library named so far, opened once each: an opened library stays loaded for the
+    // rest of the process, so each answer may be kept for good.
+    type Opened = Vec<(String, &'static Result<Library, LoadFailure>)>;
+    static NAMED: std::sync::Mutex<Opened> = std::sync::Mutex::new(Vec::new());
+    let mut named = NAMED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let found = match named.iter().find(|(opened, _)| *opened == name) {
+        Some(&(_, result)) => result,
+        None => {
+            // SAFETY: the caller's promise about the library the variable names.
+            let result: &'static _ = Box::leak(Box::new(unsafe { Library::open(&name) }));
+            named.push((name, result));
+            result
+        }
+    };
+    found.as_ref().map_err(Clone::clone)
 }
 
 /// The C string at `text`, copied, or `None` for null.
@@ -115,7 +139,7 @@ unsafe fn c_text(text: *const c_char) -> Option<String> {
 
 impl Library {
     /// # Safety
-    /// As for `load`: `library` is UCX's protocol library, whose entry points have the
+    /// `library` is UCX's protocol library, whose entry points have the
     /// signatures `ffi/ucx.rs` declares.
     unsafe fn open(library: &str) -> Result<Library, LoadFailure> {
         let Ok(name) = std::ffi::CString::new(library) else {
