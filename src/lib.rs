@@ -127,7 +127,7 @@ mod tape;
 pub use block::{Block, Handle, OpenOptions, Pinning};
 pub use error::Error;
 pub use grid::{Cell, Grid, OwnedCell, Plain, Stash};
-pub use tape::{Lane, Mark, Tape};
+pub use tape::{Lane, Mark, Scope, Tape};
 
 /// The README's examples, compiled and run as doctests so that they stay true.
 #[cfg(doctest)]

@@ -8,9 +8,11 @@ mod lane;
 #[cfg(all(test, loom))]
 mod loom_tests;
 mod per_thread;
+mod scope;
 mod typed;
 
 pub use lane::Lane;
+pub use scope::Scope;
 
 use crate::block::{Block, OpenOptions};
 use crate::error::Error;
@@ -460,6 +462,7 @@ impl Tape {
     #[inline]
     pub fn clear(&mut self) {
         self.rewind_to(0);
+        per_thread::prime(self, 0);
     }
 
     /// [`clear`](Tape::clear) through a shared reference, for a tape that threads share for its
@@ -533,7 +536,7 @@ impl Tape {
     pub fn mark(&self) -> Mark {
         Mark {
             tape: self.id,
-            offset: self.counters.cursor.load(Relaxed),
+            offset: per_thread::mark_here(self, self.counters.cursor.load(Relaxed)),
         }
     }
 
@@ -563,7 +566,7 @@ impl Tape {
             mark.tape,
             self.id
         );
-        let used = self.used();
+        let used = self.counters.cursor.load(Relaxed);
         assert!(
             mark.offset <= used,
             "Tape::rewind: the mark (at {} bytes) is ahead of the cursor ({used} bytes): the \
@@ -572,6 +575,7 @@ impl Tape {
             mark.offset
         );
         self.rewind_to(mark.offset);
+        per_thread::prime(self, mark.offset);
     }
 
     /// Bytes reserved so far: every take, its alignment padding, the whole chunks held by
@@ -588,7 +592,8 @@ impl Tape {
     /// ```
     #[inline]
     pub fn used(&self) -> usize {
-        self.counters.cursor.load(Relaxed)
+        let shared = self.counters.cursor.load(Relaxed);
+        shared.saturating_sub(per_thread::unused_here(self))
     }
 
     /// Bytes still free at the shared cursor: `capacity() - used()`. Threads' chunks hold
@@ -828,8 +833,9 @@ impl Tape {
     fn rewind_to(&self, offset: usize) {
         // Plain loads and stores, not read-modify-writes: nothing runs concurrently (`&mut`,
         // or `clear_shared`'s contract), and this keeps a clear to a couple of instructions.
+        let used = self.used();
         let Counters { cursor, peak, .. } = &*self.counters;
-        peak.store(peak.load(Relaxed).max(cursor.load(Relaxed)), Relaxed);
+        peak.store(peak.load(Relaxed).max(used), Relaxed);
         cursor.store(offset, Relaxed);
         // Every thread's chunk is of the old generation now, so none hands out a byte again.
         // A u64 does not wrap in the life of a process (one rewind a nanosecond: 584 years).
