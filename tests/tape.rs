@@ -860,3 +860,113 @@ fn chunks_of_other_tapes_survive_a_clear_of_one() {
     assert_eq!(tapes[1].used(), 6400 + 640);
     assert_eq!(used_elsewhere(&tapes[1]), reserved, "still the same chunk");
 }
+
+#[test]
+fn a_scope_per_layer_keeps_used_flat_beside_values_taken_before() {
+    let tape = tape(1 << 20);
+    let x = tape.take_fill(256, 1.0f32).unwrap(); // lives across layers
+    let mut after_first = None;
+    for layer in 0..if cfg!(miri) { 20 } else { 1000 } {
+        tape.scope(|s| {
+            let tmp = s.take_fill(1024, 0.0f32).unwrap();
+            tmp[layer % 1024] = x[0];
+            x[1] += tmp.iter().sum::<f32>();
+        });
+        assert_eq!(
+            *after_first.get_or_insert(tape.used()),
+            tape.used(),
+            "layer {layer}"
+        );
+    }
+    assert_eq!(tape.used(), 1024);
+    assert!(x[1] > 1.0);
+}
+
+#[test]
+fn a_scope_gives_back_nothing_taken_from_the_tape_inside_it() {
+    let tape = tape(1 << 20);
+    take_64s(&tape, 100);
+    let mut kept = std::vec::Vec::new();
+    for round in 0..10u8 {
+        tape.scope(|s| {
+            let scratch = s.take_fill(100, 0xee_u8).unwrap();
+            // Taken from the tape, inside the scope: it outlives the scope.
+            kept.push(tape.take_fill(100, round).unwrap());
+            let more = s.take_fill(100, 0xdd_u8).unwrap();
+            assert!(scratch.iter().chain(more.iter()).all(|&b| b >= 0xdd));
+        });
+        // Later scopes reuse what the scope gave back; never what was kept.
+        tape.scope(|s| {
+            let _ = s.take_fill(1000, 0xff_u8).unwrap();
+        });
+    }
+    for (round, kept) in kept.iter().enumerate() {
+        assert!(
+            kept.iter().all(|&b| usize::from(b) == round),
+            "round {round}"
+        );
+    }
+}
+
+#[test]
+fn nested_scopes_give_back_inner_first() {
+    let tape = tape(1 << 20);
+    take_64s(&tape, 100);
+    let before = tape.used();
+    tape.scope(|outer| {
+        let a = outer.take_fill(10, 1u32).unwrap();
+        let inner_used = tape.scope(|inner| {
+            let b = inner.take_fill(10, 2u32).unwrap();
+            assert_eq!(a[0] + b[0], 3);
+            tape.used()
+        });
+        assert_eq!(inner_used, before + 80);
+        assert_eq!(tape.used(), before + 40);
+        let c = outer.take_fill(10, 3u32).unwrap();
+        assert!(a.iter().all(|&x| x == 1) && c.iter().all(|&x| x == 3));
+    });
+    assert_eq!(tape.used(), before);
+}
+
+#[test]
+fn a_scope_that_panics_still_gives_back() {
+    let tape = tape(1 << 20);
+    take_64s(&tape, 100);
+    let before = tape.used();
+    let result = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
+        tape.scope(|s| {
+            let _ = s.take_fill(100, 0u8).unwrap();
+            panic!("in the scope");
+        })
+    }));
+    assert!(result.is_err());
+    assert_eq!(tape.used(), before);
+}
+
+#[test]
+fn scopes_on_threads_sharing_a_tape_never_share_a_byte() {
+    let tape = tape(if cfg!(miri) { 1 << 20 } else { 16 << 20 });
+    let rounds = if cfg!(miri) { 20 } else { 2000 };
+    std::thread::scope(|s| {
+        for thread in 0..4u8 {
+            let tape = &tape;
+            s.spawn(move || {
+                let kept = tape.take_fill(16, thread).unwrap();
+                for round in 0..rounds {
+                    tape.scope(|scope| {
+                        let tag = thread.wrapping_mul(31).wrapping_add(round as u8);
+                        // Some rounds take from the tape inside the scope (uses an exact
+                        // take, then scope takes around it).
+                        let a = scope.take_fill(1 + round % 300, tag).unwrap();
+                        let b = (round % 7 == 0).then(|| tape.take_fill(5, tag).unwrap());
+                        let c = scope.take_fill(1 + round % 50, tag).unwrap();
+                        std::hint::black_box(&mut *a);
+                        assert!(a.iter().chain(c.iter()).all(|&x| x == tag));
+                        assert!(b.is_none_or(|b| b.iter().all(|&x| x == tag)));
+                    });
+                }
+                assert!(kept.iter().all(|&x| x == thread));
+            });
+        }
+    });
+}
