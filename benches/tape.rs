@@ -468,8 +468,9 @@ fn take_clears(c: &mut Criterion) {
     take_clear::<8>(c, "take_clear_8");
 }
 
-/// Takes 64 B from each tape in turn, clearing them all when one is full: a time per take.
-fn take_in_turn(tapes: &mut [Tape]) {
+/// Takes 64 B from each tape in turn, clearing them all when one is full.
+#[inline(always)]
+fn take_in_turn<const N: usize>(tapes: &mut [Tape; N]) {
     let mut full = false;
     for tape in tapes.iter() {
         match tape.take(64, ALIGN) {
@@ -482,26 +483,27 @@ fn take_in_turn(tapes: &mut [Tape]) {
     }
 }
 
+/// `N` tapes taken from in turn: an iteration is one round, `N` takes, and its time over `N`
+/// is a take's.
+fn bench_in_turn<const N: usize>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str) {
+    let mut tapes: [Tape; N] = core::array::from_fn(|_| warm_tape(1 << 20));
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                take_in_turn(&mut tapes);
+            }
+            start.elapsed() / N as u32
+        })
+    });
+}
+
 fn round_robin(c: &mut Criterion) {
     let mut group = c.benchmark_group("round_robin_64B");
-    for n in [1, 2, 3, 4] {
-        let mut tapes: Vec<Tape> = (0..n).map(|_| warm_tape(1 << 20)).collect();
-        let name = if n == 1 {
-            "one_tape".to_owned()
-        } else {
-            format!("tapes_{n}")
-        };
-        group.bench_function(name, |b| {
-            // An iteration is one round, `n` takes: its time over `n` is a take's.
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    take_in_turn(&mut tapes);
-                }
-                start.elapsed() / n
-            })
-        });
-    }
+    bench_in_turn::<1>(&mut group, "one_tape");
+    bench_in_turn::<2>(&mut group, "tapes_2");
+    bench_in_turn::<3>(&mut group, "tapes_3");
+    bench_in_turn::<4>(&mut group, "tapes_4");
     // The same bare compare-exchange loop as in `take_64B`, for the ratio in the same run.
     const ARENA: usize = 1 << 20;
     let cursor = AtomicUsize::new(0);

@@ -8,8 +8,9 @@
 //!
 //! - [`Block`]: shareable memory, pinned in RAM where the system allows it, with an address
 //!   that never changes until drop.
-//! - [`Tape`]: a lock-free bump allocator over a Block: `take` is one atomic step, `clear`
-//!   rewinds everything at once, and per-thread [`Lane`]s take without any atomic at all.
+//! - [`Tape`]: a lock-free bump allocator over a Block: `take` bumps a private cursor in the
+//!   calling thread's chunk of the tape (one atomic step per chunk), `clear` rewinds
+//!   everything at once, and a [`Scope`] gives a layer's scratch back when it ends.
 //! - [`Grid`]: `N` cells of `CELL` bytes in one Block, taken and given back lock-free; a
 //!   [`Cell`] returns itself when dropped, and a per-thread [`Stash`] batches the traffic.
 //!

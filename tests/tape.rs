@@ -879,6 +879,8 @@ fn a_scope_per_layer_keeps_used_flat_beside_values_taken_before() {
         );
     }
     assert_eq!(tape.used(), 1024);
+    // The peak saw each layer's scratch, though no clear ever recorded it.
+    assert_eq!(tape.peak(), 1024 + 4096);
     assert!(x[1] > 1.0);
 }
 

@@ -27,7 +27,7 @@
 //! only when at most an eighth of its current one is left, so moving wastes at most that plus
 //! up to 127 bytes of alignment (a chunk starts on its own cache line unless it joins the
 //! previous one). A clear or rewind wastes nothing: it takes every chunk back (and, with
-//! `&mut`, hands the calling thread a fresh one at once: see [`prime`]).
+//! `&mut`, hands the calling thread a fresh one at once: see [`rewind_and_prime`]).
 //!
 //! So each thread holds at most one chunk of a given tape (of at most [`SLOTS`] tapes at
 //! once), and with `N` threads a take that fails leaves free less than it asked for at the
@@ -248,24 +248,38 @@ fn refill(tape: &Tape, slot: &Slot, size: usize, align: usize) -> Option<usize> 
     Some(tape.take_exact(size, align)?.0)
 }
 
-/// Called by a clear or rewind to `offset` through `&mut` (so nothing else takes, and the
-/// shared cursor is plain data until it returns), after it moved the generation on: a thread
-/// that was settled on the tape gets a fresh chunk at `offset` at once, with a plain store
-/// instead of an atomic step, so that its first take after the clear is a fast one. Chunks
-/// of other threads still end. A thread that never settled on the tape gets nothing.
-pub(super) fn prime(tape: &Tape, offset: usize) {
+/// A clear or rewind to `offset` through `&mut` (so nothing else takes, and the shared
+/// cursor is plain data until it returns): records the peak, moves the generation on (which
+/// ends every thread's chunk), and hands a thread that was settled on the tape a fresh chunk
+/// at `offset` at once, with a plain store instead of an atomic step, so that its first take
+/// after the clear is a fast one. A thread that never settled on the tape gets nothing. One
+/// look-up of this thread's slots for all of it.
+#[inline]
+pub(super) fn rewind_and_prime(tape: &Tape, offset: usize) {
     SLOTS_HERE.with(|slots| {
-        let Some(slot) = slots.of(tape.id) else {
-            return;
-        };
+        let (cursor, peak) = (&tape.counters.cursor, &tape.counters.peak);
         let generation = tape.generation.load(Relaxed);
-        slot.forget_chunk(generation, offset);
-        let len = slot.next.get().min((tape.capacity() - offset) / 8);
-        if slot.next.get() == 0 || len < MIN_CHUNK {
-            return;
+        let slot = slots.of(tape.id);
+        let unused = match slot {
+            Some(slot) if slot.generation.get() == generation => slot.end.get() - slot.cursor.get(),
+            _ => 0,
+        };
+        let used = cursor.load(Relaxed).saturating_sub(unused);
+        peak.store(peak.load(Relaxed).max(used), Relaxed);
+        // A u64 does not wrap in the life of a process (one rewind a nanosecond: 584 years).
+        let generation = generation.wrapping_add(1);
+        tape.generation.store(generation, Relaxed);
+        let mut reserved = offset;
+        if let Some(slot) = slot {
+            slot.forget_chunk(generation, offset);
+            let next = slot.next.get();
+            let len = next.min((tape.capacity() - offset) / 8);
+            if next != 0 && len >= MIN_CHUNK {
+                reserved = offset + len;
+                slot.end.set(reserved);
+            }
         }
-        tape.counters.cursor.store(offset + len, Relaxed);
-        slot.end.set(offset + len);
+        cursor.store(reserved, Relaxed);
     });
 }
 
@@ -313,6 +327,9 @@ pub(super) fn resize_here(tape: &Tape, start: usize, old_end: usize, new_end: us
             return false;
         }
         let end = slot.end.get();
+        if new_end < old_end {
+            note_peak(tape, slot);
+        }
         if new_end > end {
             let shared = &tape.counters.cursor;
             if new_end > tape.capacity()
@@ -327,6 +344,17 @@ pub(super) fn resize_here(tape: &Tape, start: usize, old_end: usize, new_end: us
         slot.cursor.set(new_end);
         true
     })
+}
+
+/// Before this thread's cursor in its chunk goes back: the peak hears of what is used now,
+/// which it otherwise learns only at a clear. A load, and a store only for a new peak.
+fn note_peak(tape: &Tape, slot: &Slot) {
+    let shared = tape.counters.cursor.load(Relaxed);
+    let used = shared.saturating_sub(slot.end.get() - slot.cursor.get());
+    let peak = &tape.counters.peak;
+    if used > peak.load(Relaxed) {
+        peak.fetch_max(used, Relaxed);
+    }
 }
 
 /// Where this thread's chunk of `tape` stands: `(start, cursor, end)`, if it has a current one.
@@ -344,6 +372,7 @@ pub(super) fn chunk_here(tape: &Tape) -> Option<(usize, usize, usize)> {
 pub(super) fn rewind_here(tape: &Tape, from: usize, to: usize) -> bool {
     SLOTS_HERE.with(|slots| match slots.current(tape) {
         Some(slot) if slot.cursor.get() == from && slot.start.get() <= to && to <= from => {
+            note_peak(tape, slot);
             slot.cursor.set(to);
             true
         }
