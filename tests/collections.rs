@@ -191,11 +191,13 @@ fn push_and_measure(tape: &Tape, n: u64, stays: bool) -> (usize, usize) {
     let first = tape.offset_of(xs.as_ptr()).unwrap();
     for i in 1..n {
         xs.push(i);
-        assert_eq!(
-            tape.offset_of(xs.as_ptr()),
-            Some(first),
-            "moved at push {i}"
-        );
+        if stays {
+            assert_eq!(
+                tape.offset_of(xs.as_ptr()),
+                Some(first),
+                "moved at push {i}"
+            );
+        }
     }
     assert!(xs.iter().copied().eq(0..n));
     let end = tape.offset_of(xs.as_ptr()).unwrap() + xs.capacity() * 8;
