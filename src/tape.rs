@@ -14,7 +14,10 @@ pub use scope::Scope;
 
 use crate::block::{Block, OpenOptions};
 use crate::error::Error;
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, CachePadded, Ordering::Relaxed};
+use crate::sync::{
+    AtomicBool, AtomicU64, AtomicUsize, CachePadded,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use core::fmt;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
@@ -749,7 +752,7 @@ impl Tape {
         let (start, end) = fit(self.base(), cursor, size, align, self.capacity())?;
         // Strong, not weak: a failure must mean that another thread took.
         if shared
-            .compare_exchange(cursor, end, Relaxed, Relaxed)
+            .compare_exchange(cursor, end, Acquire, Relaxed)
             .is_ok()
         {
             return Some(self.at(start));
@@ -799,31 +802,35 @@ impl Tape {
     }
 
     /// Undoes the last claim if it ended at `end` and nobody claimed after it, keeping
-    /// `[.., kept)` taken: how a lane hands back the tail of its chunk.
+    /// `[.., kept)` taken: how a lane hands back the tail of its chunk, and a scope the
+    /// scratch it took at the shared cursor.
     fn give_back(&self, end: usize, kept: usize) {
         // The peak counts what was reserved, so it must hear of `end` before the cursor drops
         // below it; otherwise `peak()` could go down with no clear in between.
         self.counters.peak.fetch_max(end, Relaxed);
-        // Relaxed is enough: the bytes handed back were never touched, so there is nothing
-        // to publish to their next owner.
-        let _ = (self.counters.cursor).compare_exchange(end, kept, Relaxed, Relaxed);
+        // Release: the bytes may have been written (a scope's scratch), and whoever claims
+        // them next (with an Acquire exchange, see `advance`) must see those writes done.
+        let _ = (self.counters.cursor).compare_exchange(end, kept, Release, Relaxed);
     }
 
     /// Moves the cursor from where it is to where `place` says, atomically, and returns the
     /// `(start, end)` that `place` chose, or `None` when `place` finds no room.
     #[inline(always)]
     fn advance(&self, place: impl Fn(usize) -> Option<(usize, usize)>) -> Option<(usize, usize)> {
-        // Relaxed is enough for disjointness: every successful exchange moves the cursor from
+        // Disjointness needs no ordering: every successful exchange moves the cursor from
         // the exact value its `place` started from, and all exchanges on one atomic form a
         // single modification order. So the claims tile the tape in that order, each starting
-        // at or after the end of the one before it. No bytes pass between threads here; when
-        // memory is reused after a clear or rewind, `&mut self` (or `clear_shared`'s contract)
+        // at or after the end of the one before it. Acquire on success: bytes handed back to
+        // the cursor after use (a scope ending, a collection shrinking, both with a Release
+        // exchange) pass to whoever claims them next, whose writes must come after the
+        // previous owner's. (Free on x86, where every exchange is a full barrier.) When memory
+        // is reused after a clear or rewind, `&mut self` (or `clear_shared`'s contract)
         // provides the happens-before edge.
         let shared = &self.counters.cursor;
         let mut cursor = shared.load(Relaxed);
         loop {
             let (start, end) = place(cursor)?;
-            match shared.compare_exchange_weak(cursor, end, Relaxed, Relaxed) {
+            match shared.compare_exchange_weak(cursor, end, Acquire, Relaxed) {
                 Ok(_) => return Some((start, end)),
                 Err(now) => cursor = now,
             }

@@ -6,7 +6,7 @@
 //! collections' borrows of the tape hold off.
 
 use super::{Scope, Tape, per_thread};
-use crate::sync::Ordering::Relaxed;
+use crate::sync::Ordering::{AcqRel, Relaxed};
 use allocator_api2::alloc::{AllocError, Allocator};
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
@@ -47,8 +47,10 @@ impl Tape {
             // drops below it, as when a lane hands back its tail.
             self.counters.peak.fetch_max(old_end, Relaxed);
         }
+        // Acquire to claim bytes another thread may have given back, Release to give back
+        // bytes this thread wrote (see `Tape::advance`).
         (self.counters.cursor)
-            .compare_exchange(old_end, new_end, Relaxed, Relaxed)
+            .compare_exchange(old_end, new_end, AcqRel, Relaxed)
             .is_ok()
     }
 }

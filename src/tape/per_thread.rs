@@ -334,7 +334,7 @@ pub(super) fn resize_here(tape: &Tape, start: usize, old_end: usize, new_end: us
             let shared = &tape.counters.cursor;
             if new_end > tape.capacity()
                 || shared
-                    .compare_exchange(end, new_end, Relaxed, Relaxed)
+                    .compare_exchange(end, new_end, crate::sync::Ordering::Acquire, Relaxed)
                     .is_err()
             {
                 return false;
