@@ -972,3 +972,27 @@ fn scopes_on_threads_sharing_a_tape_never_share_a_byte() {
         }
     });
 }
+
+#[test]
+fn a_tape_that_loses_its_slot_keeps_at_most_eight_sevenths_of_what_was_taken() {
+    // Five tapes, visited in bursts: every visit the tape has lost its slot to the others, so
+    // the thread settles again, claims chunks, and leaves the rest of the last one behind.
+    let tapes: Vec<Tape> = (0..5).map(|_| tape(4 << 20)).collect();
+    let mut taken = 0;
+    for _ in 0..if cfg!(miri) { 2 } else { 20 } {
+        for burst in [40, 100, 17] {
+            for tape in &tapes {
+                take_64s(tape, burst);
+            }
+            taken += burst * 64;
+        }
+    }
+    for tape in &tapes {
+        let left_behind = used_elsewhere(tape) - taken;
+        assert!(left_behind > 0, "bursts this long claim chunks");
+        assert!(
+            left_behind * 7 <= taken * 8,
+            "{left_behind} left for {taken} taken"
+        );
+    }
+}
