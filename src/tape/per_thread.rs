@@ -254,33 +254,39 @@ fn refill(tape: &Tape, slot: &Slot, size: usize, align: usize) -> Option<usize> 
 /// at `offset` at once, with a plain store instead of an atomic step, so that its first take
 /// after the clear is a fast one. A thread that never settled on the tape gets nothing. One
 /// look-up of this thread's slots for all of it.
-#[inline]
+#[inline(always)]
 pub(super) fn rewind_and_prime(tape: &Tape, offset: usize) {
-    SLOTS_HERE.with(|slots| {
-        let (cursor, peak) = (&tape.counters.cursor, &tape.counters.peak);
-        let generation = tape.generation.load(Relaxed);
-        let slot = slots.of(tape.id);
-        let unused = match slot {
-            Some(slot) if slot.generation.get() == generation => slot.end.get() - slot.cursor.get(),
-            _ => 0,
+    let (cursor, peak) = (&tape.counters.cursor, &tape.counters.peak);
+    let generation = tape.generation.load(Relaxed);
+    // A u64 does not wrap in the life of a process (one rewind a nanosecond: 584 years).
+    let next_generation = generation.wrapping_add(1);
+    let room = (tape.capacity() - offset) / 8;
+    // Small enough to be inlined, as the take that follows is.
+    let (unused, reserved) = SLOTS_HERE.with(|slots| {
+        let Some(slot) = slots.of(tape.id) else {
+            return (0, offset);
         };
-        let used = cursor.load(Relaxed).saturating_sub(unused);
-        peak.store(peak.load(Relaxed).max(used), Relaxed);
-        // A u64 does not wrap in the life of a process (one rewind a nanosecond: 584 years).
-        let generation = generation.wrapping_add(1);
-        tape.generation.store(generation, Relaxed);
-        let mut reserved = offset;
-        if let Some(slot) = slot {
-            slot.forget_chunk(generation, offset);
-            let next = slot.next.get();
-            let len = next.min((tape.capacity() - offset) / 8);
-            if next != 0 && len >= MIN_CHUNK {
-                reserved = offset + len;
-                slot.end.set(reserved);
-            }
-        }
-        cursor.store(reserved, Relaxed);
+        let unused = match slot.generation.get() == generation {
+            true => slot.end.get() - slot.cursor.get(),
+            false => 0,
+        };
+        let next = slot.next.get();
+        let len = next.min(room);
+        let end = if next != 0 && len >= MIN_CHUNK {
+            offset + len
+        } else {
+            offset
+        };
+        slot.generation.set(next_generation);
+        slot.start.set(offset);
+        slot.cursor.set(offset);
+        slot.end.set(end);
+        (unused, end)
     });
+    let used = cursor.load(Relaxed).saturating_sub(unused);
+    peak.store(peak.load(Relaxed).max(used), Relaxed);
+    tape.generation.store(next_generation, Relaxed);
+    cursor.store(reserved, Relaxed);
 }
 
 /// The unused rest of this thread's chunk of `tape`: what [`Tape::used`] leaves out.
