@@ -389,7 +389,7 @@ pub(super) fn rewind_here(tape: &Tape, from: usize, to: usize) -> bool {
 /// `size` bytes from this thread's current chunk of `tape`, if its cursor stands at `top` and
 /// the chunk reaches down to `floor`: how a scope extends its stretch `floor..top` with no
 /// take of anyone else's in between. `(start, end)`, or `None`, nothing changed.
-#[inline]
+#[inline(always)]
 pub(super) fn bump_at(
     tape: &Tape,
     floor: usize,
