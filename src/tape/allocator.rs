@@ -1,9 +1,10 @@
-//! `allocator_api2::alloc::Allocator` for `&Tape` (feature `allocator-api2`): collections on a
-//! tape.
+//! `allocator_api2::alloc::Allocator` for `&Tape` and `&Scope` (feature `allocator-api2`):
+//! collections on a tape, or in a scope.
 //!
-//! As for any arena: deallocating is free and gives nothing back; the last allocation grows in
-//! place while nothing was taken after it; everything goes at the next clear, which the
-//! collections' borrows of the tape hold off.
+//! As for any arena, memory comes back all at once at the next clear (or when the scope ends),
+//! which the collections' borrows hold off; before that, the most recent allocation of the
+//! calling thread's chunk, or of the tape, is resized in place, and gives its tail back when it
+//! shrinks or goes (the rules are on the `Allocator for &Tape` impl).
 
 use super::{Scope, Tape, per_thread};
 use crate::sync::Ordering::{AcqRel, Relaxed};
