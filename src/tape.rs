@@ -8,6 +8,8 @@ mod lane;
 #[cfg(all(test, loom))]
 mod loom_tests;
 mod per_thread;
+mod scope;
+mod typed;
 
 pub use lane::Lane;
 pub use scope::Scope;
@@ -18,6 +20,7 @@ use crate::sync::{
     AtomicBool, AtomicU64, AtomicUsize, CachePadded,
     Ordering::{Acquire, Relaxed, Release},
 };
+use core::alloc::Layout;
 use core::fmt;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
@@ -448,6 +451,99 @@ impl Tape {
         typed::value(&mut &*self, value)
     }
 
+    /// Takes `n` values made by `make(0)`, `make(1)`, …, `make(n - 1)`, in that order,
+    /// borrowing the tape until they are gone. `None` (and `make` never called) if they do not
+    /// fit. Their destructors never run.
+    ///
+    /// Should `make` panic, the panic goes on to the caller, the values made so far are
+    /// forgotten, and the room taken for all `n` stays taken until the tape is cleared: the
+    /// tape stays consistent and nothing uninitialised is ever handed out.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let squares = tape.take_fill_with(5, |i| (i * i) as u32).unwrap();
+    /// assert_eq!(squares, &[0, 1, 4, 9, 16]);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[must_use = "dropping the slice leaves its room taken until the tape is cleared"]
+    #[doc(alias = "alloc_slice_fill_with")]
+    #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
+    pub fn take_fill_with<T>(&self, n: usize, make: impl FnMut(usize) -> T) -> Option<&mut [T]> {
+        typed::fill_with(&mut &*self, n, make)
+    }
+
+    /// Takes room for as many items as `items.len()` says and moves the items in, in order,
+    /// borrowing the tape until they are gone. `None` (and no item taken from the iterator) if
+    /// they do not fit. Their destructors never run.
+    ///
+    /// An iterator whose `len()` lies costs room, never soundness: the result holds the items
+    /// it yielded, never more than `len()` of them, so it is shorter when the iterator ends
+    /// early, and items beyond `len()` stay in the iterator. A panic in the iterator behaves
+    /// as one in [`take_fill_with`](Tape::take_fill_with)'s closure.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let words = ["lock", "free", "tape"];
+    /// let lengths = tape.take_iter(words.iter().map(|w| w.len() as u8)).unwrap();
+    /// assert_eq!(lengths, &[4, 4, 4]);
+    /// let tokens = tape.take_iter(vec![101u32, 2023, 102]).unwrap();
+    /// assert_eq!(tokens.len(), 3);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[must_use = "dropping the slice leaves its room taken until the tape is cleared"]
+    #[doc(
+        alias = "alloc_slice_fill_iter",
+        alias = "from_iter",
+        alias = "collect"
+    )]
+    #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
+    pub fn take_iter<I>(&self, items: I) -> Option<&mut [I::Item]>
+    where
+        I: IntoIterator<IntoIter: ExactSizeIterator>,
+    {
+        typed::from_iter(&mut &*self, items)
+    }
+
+    /// Takes a copy of `text`, borrowing the tape until it is gone. `None` if it does not fit.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let name = tape.take_str("layer_norm").unwrap();
+    /// name.make_ascii_uppercase();
+    /// assert_eq!(name, "LAYER_NORM");
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[must_use = "dropping the string leaves its room taken until the tape is cleared"]
+    #[doc(alias = "alloc_str")]
+    #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
+    pub fn take_str(&self, text: &str) -> Option<&mut str> {
+        typed::str(&mut &*self, text)
+    }
+
+    /// Takes room for `layout`: [`take`](Tape::take) with the layout's size and alignment,
+    /// which never panics, since a `Layout`'s alignment is always a power of two. `None` if it
+    /// does not fit. For types and code that speak `Layout`, as allocators do.
+    ///
+    /// ```
+    /// use std::alloc::Layout;
+    ///
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let layout = Layout::new::<[u64; 4]>();
+    /// let p = tape.take_layout(layout).unwrap();
+    /// assert_eq!(p.as_ptr() as usize % layout.align(), 0);
+    /// assert!(tape.owns(p.as_ptr()));
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[must_use = "dropping the pointer leaves its room taken until the tape is cleared"]
+    #[doc(alias = "alloc", alias = "alloc_layout")]
+    pub fn take_layout(&self, layout: Layout) -> Option<NonNull<u8>> {
+        self.take(layout.size(), layout.align())
+    }
+
     /// [`clear`](Tape::clear) through a shared reference, for a tape that threads share for its
     /// whole life (an `Arc<Tape>`, a `static`), where no `&mut` can be had.
     ///
@@ -567,6 +663,29 @@ impl Tape {
             mark.offset
         );
         per_thread::rewind_and_prime(self, mark.offset);
+    }
+
+    /// Runs `f` with a [`Scope`] of this tape: scratch taken from it comes back when `f`
+    /// returns (or unwinds), so that a loop of scopes keeps the tape's memory flat. The
+    /// scope's takes borrow the scope and cannot leave `f`; what was taken from the tape
+    /// before stays usable throughout. See [`Scope`] for exactly what comes back.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(1 << 20)?;
+    /// let residual = tape.take_fill(64, 1.0f32).unwrap();
+    /// for _layer in 0..4 {
+    ///     let norm = tape.scope(|s| {
+    ///         let tmp = s.take_copy(&*residual).unwrap();
+    ///         tmp.iter().map(|x| x * x).sum::<f32>().sqrt()
+    ///     });
+    ///     residual[0] += norm;
+    /// }
+    /// assert_eq!(tape.used(), 256);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn scope<'t, R>(&'t self, f: impl FnOnce(&Scope<'t>) -> R) -> R {
+        let scope = Scope::new(self);
+        f(&scope)
     }
 
     /// Bytes in use, as the calling thread sees them: every take and its alignment padding,
@@ -861,11 +980,6 @@ impl Tape {
         unsafe { self.block.as_non_null().add(offset) }
     }
 }
-
-// After the impl above, so that the constructors and the card's three calls (`start`,
-// `take`, `clear`) come first on `Tape`'s page, and these impls' methods after.
-mod scope;
-mod typed;
 
 impl fmt::Debug for Tape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

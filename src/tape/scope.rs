@@ -83,33 +83,8 @@ enum Stretch {
     Shared,
 }
 
-impl Tape {
-    /// Runs `f` with a [`Scope`] of this tape: scratch taken from it comes back when `f`
-    /// returns (or unwinds), so that a loop of scopes keeps the tape's memory flat. The
-    /// scope's takes borrow the scope and cannot leave `f`; what was taken from the tape
-    /// before stays usable throughout. See [`Scope`] for exactly what comes back.
-    ///
-    /// ```
-    /// let tape = unimem::Tape::start(1 << 20)?;
-    /// let residual = tape.take_fill(64, 1.0f32).unwrap();
-    /// for _layer in 0..4 {
-    ///     let norm = tape.scope(|s| {
-    ///         let tmp = s.take_copy(&*residual).unwrap();
-    ///         tmp.iter().map(|x| x * x).sum::<f32>().sqrt()
-    ///     });
-    ///     residual[0] += norm;
-    /// }
-    /// assert_eq!(tape.used(), 256);
-    /// # Ok::<(), unimem::Error>(())
-    /// ```
-    pub fn scope<'t, R>(&'t self, f: impl FnOnce(&Scope<'t>) -> R) -> R {
-        let scope = Scope::new(self);
-        f(&scope)
-    }
-}
-
 impl<'t> Scope<'t> {
-    fn new(tape: &'t Tape) -> Scope<'t> {
+    pub(super) fn new(tape: &'t Tape) -> Scope<'t> {
         // Start the stretch where this thread's chunk stands, so that alignment padding of
         // the first take comes back too.
         let (stretch, at) = match per_thread::chunk_here(tape) {
