@@ -996,3 +996,28 @@ fn a_tape_that_loses_its_slot_keeps_at_most_eight_sevenths_of_what_was_taken() {
         );
     }
 }
+
+#[test]
+fn a_scope_gives_nothing_back_across_a_clear() {
+    let tape = tape(1 << 20);
+    let theirs = tape.scope(|s| {
+        // Large: exactly at the shared cursor, 0..16384.
+        let mine = s.take(16 << 10, 8).unwrap();
+        assert_eq!(offset(&tape, mine), 0);
+        // SAFETY: nothing taken before is used after, no lane is alive, and the other thread
+        // takes only after this call (it is spawned after it).
+        unsafe { tape.clear_shared() };
+        // Another thread takes the same bytes afresh, leaving the cursor where the scope's
+        // scratch ended.
+        std::thread::scope(|t| {
+            t.spawn(|| offset(&tape, tape.take(16 << 10, 8).unwrap()))
+                .join()
+                .unwrap()
+        })
+    });
+    assert_eq!(theirs, 0);
+    // The scope ended after the clear: it gave back nothing of what is now the other
+    // thread's.
+    assert_eq!(used_elsewhere(&tape), 16 << 10);
+    assert!(offset(&tape, tape.take(16 << 10, 8).unwrap()) >= 16 << 10);
+}

@@ -1,6 +1,7 @@
 //! [`Scope`]: scratch taken from a tape and given back when the scope ends, safely.
 
 use super::{Tape, check_align, fit, per_thread, typed};
+use crate::sync::Ordering::Relaxed;
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::marker::PhantomData;
@@ -52,7 +53,8 @@ use core::ptr::NonNull;
 /// - a stretch at the shared cursor when another thread took from the tape after it. Other
 ///   threads taking from the same tape at the same time is sound, and costs only this.
 ///
-/// Nested scopes give back in the same way, the inner one first.
+/// Nested scopes give back in the same way, the inner one first. A scope that outlives a
+/// [`clear_shared`](Tape::clear_shared) (under its contract) gives nothing back.
 ///
 /// A scope belongs to the thread that opened it: it is neither `Send` nor `Sync`.
 ///
@@ -67,6 +69,10 @@ pub struct Scope<'t> {
     floor: Cell<usize>,
     top: Cell<usize>,
     stretch: Cell<Stretch>,
+    /// The tape's generation when the stretch began: a stretch at the shared cursor is only
+    /// extended or given back in it, so that a clear in between (through `clear_shared`,
+    /// under its contract) never makes the scope give back bytes that are now someone else's.
+    generation: Cell<u64>,
     /// The stretch is this thread's: no `Send`, no `Sync`.
     this_thread: PhantomData<*const ()>,
 }
@@ -96,6 +102,7 @@ impl<'t> Scope<'t> {
             floor: Cell::new(at),
             top: Cell::new(at),
             stretch: Cell::new(stretch),
+            generation: Cell::new(tape.generation.load(Relaxed)),
             this_thread: PhantomData,
         }
     }
@@ -137,14 +144,14 @@ impl<'t> Scope<'t> {
         let (floor, top) = (self.floor.get(), self.top.get());
         let extended = match self.stretch.get() {
             Stretch::Chunk => per_thread::bump_at(self.tape, floor, top, size, align),
-            Stretch::Shared => {
+            Stretch::Shared if self.same_generation() => {
                 let (base, capacity) = (self.tape.base(), self.tape.capacity());
                 self.tape.advance(|cursor| match cursor == top {
                     true => fit(base, cursor, size, align, capacity),
                     false => None,
                 })
             }
-            Stretch::Nowhere => None,
+            Stretch::Shared | Stretch::Nowhere => None,
         };
         let start = match extended {
             Some((start, end)) => {
@@ -181,7 +188,13 @@ impl<'t> Scope<'t> {
         self.stretch.set(stretch);
         self.floor.set(floor);
         self.top.set(end);
+        self.generation.set(self.tape.generation.load(Relaxed));
         Some(start)
+    }
+
+    /// Whether the tape was not cleared or rewound since the stretch began.
+    fn same_generation(&self) -> bool {
+        self.tape.generation.load(Relaxed) == self.generation.get()
     }
 
     /// `Tape::resize_in_place`, keeping the stretch's top with the allocation that ends it.
@@ -341,7 +354,8 @@ impl Drop for Scope<'_> {
             Stretch::Chunk => {
                 per_thread::rewind_here(self.tape, top, floor);
             }
-            Stretch::Shared => self.tape.give_back(top, floor),
+            Stretch::Shared if self.same_generation() => self.tape.give_back(top, floor),
+            Stretch::Shared => {}
             Stretch::Nowhere => {}
         }
     }
