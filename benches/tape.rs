@@ -20,6 +20,18 @@
 //!   `tape_2_threads`) or through one lane per thread (`lane_1_thread`, `lane_2_threads`).
 //!   Throughput in takes per second. `examples/scaling.rs` prints the same for every thread
 //!   count the machine has.
+//! - `take_clear_1`, `take_clear_8`: a step of 1 or 8 takes of 64 B, then a clear, over and
+//!   over (a tiny request per step): `tape` (`take` + `clear`), `bumpalo` (`alloc` + `reset`).
+//!   Time per step.
+//! - `round_robin_64B`: one thread taking 64 B from each of 2, 3 or 4 tapes in turn, every take
+//!   switching tape (weights beside scratch): `tapes_2`, `tapes_3`, `tapes_4`, against
+//!   `one_tape` and `cas_floor` (as in `take_64B`). Time per take; the tapes are cleared when
+//!   full, inside the timing.
+//! - `vec_push_1000`: 1,000 pushes of a `u64` onto an empty `allocator_api2::vec::Vec`, then
+//!   a clear or reset: `tape` (`Vec<u64, &Tape>`), `bumpalo` (`Vec<u64, &Bump>`).
+//! - `scope_8_takes`: a layer's scratch, 8 takes of 64 B used and given back: `scope`
+//!   (`Tape::scope`, beside a value taken before), `take_clear` (8 takes, then `clear`),
+//!   `bumpalo` (8 allocations, then `reset`).
 
 #![allow(
     missing_docs,
@@ -426,9 +438,170 @@ fn bench_round(
     });
 }
 
+/// A step of `TAKES` takes of 64 B, then a clear: against bumpalo's allocations and reset.
+fn take_clear<const TAKES: usize>(c: &mut Criterion, name: &str) {
+    let mut group = c.benchmark_group(name);
+    let mut tape = warm_tape(1 << 20);
+    group.bench_function("tape", |b| {
+        b.iter(|| {
+            for _ in 0..TAKES {
+                touch(black_box(tape.take(64, ALIGN).unwrap()));
+            }
+            tape.clear();
+        })
+    });
+    let mut bump = Bump::with_capacity(1 << 20);
+    let layout = Layout::from_size_align(64, ALIGN).unwrap();
+    group.bench_function("bumpalo", |b| {
+        b.iter(|| {
+            for _ in 0..TAKES {
+                touch(black_box(bump.alloc_layout(layout)));
+            }
+            bump.reset();
+        })
+    });
+    group.finish();
+}
+
+fn take_clears(c: &mut Criterion) {
+    take_clear::<1>(c, "take_clear_1");
+    take_clear::<8>(c, "take_clear_8");
+}
+
+/// Takes 64 B from each tape in turn, clearing them all when one is full.
+#[inline(always)]
+fn take_in_turn<const N: usize>(tapes: &mut [Tape; N]) {
+    let mut full = false;
+    for tape in tapes.iter() {
+        match tape.take(64, ALIGN) {
+            Some(ptr) => touch(black_box(ptr)),
+            None => full = true,
+        }
+    }
+    if full {
+        tapes.iter_mut().for_each(Tape::clear);
+    }
+}
+
+/// `N` tapes taken from in turn: an iteration is one round, `N` takes, and its time over `N`
+/// is a take's.
+fn bench_in_turn<const N: usize>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str) {
+    let mut tapes: [Tape; N] = core::array::from_fn(|_| warm_tape(1 << 20));
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                take_in_turn(&mut tapes);
+            }
+            start.elapsed() / N as u32
+        })
+    });
+}
+
+fn round_robin(c: &mut Criterion) {
+    let mut group = c.benchmark_group("round_robin_64B");
+    bench_in_turn::<1>(&mut group, "one_tape");
+    bench_in_turn::<2>(&mut group, "tapes_2");
+    bench_in_turn::<3>(&mut group, "tapes_3");
+    bench_in_turn::<4>(&mut group, "tapes_4");
+    // The same bare compare-exchange loop as in `take_64B`, for the ratio in the same run.
+    const ARENA: usize = 1 << 20;
+    let cursor = AtomicUsize::new(0);
+    let mut memory = vec![1u8; ARENA];
+    let base = NonNull::new(memory.as_mut_ptr()).unwrap();
+    group.bench_function("cas_floor", |b| {
+        b.iter(|| {
+            let mut current = cursor.load(Relaxed);
+            let offset = loop {
+                let next = current + 64;
+                if next > ARENA {
+                    cursor.store(0, Relaxed);
+                    current = 0;
+                    continue;
+                }
+                match cursor.compare_exchange_weak(current, next, Relaxed, Relaxed) {
+                    Ok(_) => break current,
+                    Err(now) => current = now,
+                }
+            };
+            // SAFETY: `offset + 64 <= ARENA`, the length of `memory`.
+            touch(black_box(unsafe { base.add(offset) }));
+        })
+    });
+    group.finish();
+}
+
+fn vec_push(c: &mut Criterion) {
+    let mut group = c.benchmark_group("vec_push_1000");
+    let mut tape = warm_tape(1 << 20);
+    group.bench_function("tape", |b| {
+        b.iter(|| {
+            let mut v = allocator_api2::vec::Vec::<u64, _>::new_in(&tape);
+            for i in 0..1000 {
+                v.push(black_box(i));
+            }
+            black_box(&v);
+            drop(v);
+            tape.clear();
+        })
+    });
+    let mut bump = Bump::with_capacity(1 << 20);
+    group.bench_function("bumpalo", |b| {
+        b.iter(|| {
+            let mut v = allocator_api2::vec::Vec::<u64, _>::new_in(&bump);
+            for i in 0..1000 {
+                v.push(black_box(i));
+            }
+            black_box(&v);
+            drop(v);
+            bump.reset();
+        })
+    });
+    group.finish();
+}
+
+fn scoped(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scope_8_takes");
+    let tape = warm_tape(1 << 20);
+    let residual = tape.take_fill(64, 1u8).unwrap();
+    group.bench_function("scope", |b| {
+        b.iter(|| {
+            tape.scope(|s| {
+                for _ in 0..8 {
+                    let tmp = s.take_slice::<u8>(64).unwrap();
+                    tmp[0].write(residual[0]);
+                    black_box(tmp);
+                }
+            })
+        })
+    });
+    let mut tape = warm_tape(1 << 20);
+    group.bench_function("take_clear", |b| {
+        b.iter(|| {
+            for _ in 0..8 {
+                let tmp = tape.take_slice::<u8>(64).unwrap();
+                tmp[0].write(1);
+                black_box(tmp);
+            }
+            tape.clear();
+        })
+    });
+    let mut bump = Bump::with_capacity(1 << 20);
+    let layout = Layout::from_size_align(64, 1).unwrap();
+    group.bench_function("bumpalo", |b| {
+        b.iter(|| {
+            for _ in 0..8 {
+                touch(black_box(bump.alloc_layout(layout)));
+            }
+            bump.reset();
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = support::config();
-    targets = takes, free_all, clear, threads_2
+    targets = takes, free_all, clear, threads_2, take_clears, round_robin, vec_push, scoped
 }
 criterion_main!(benches);

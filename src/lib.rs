@@ -8,10 +8,10 @@
 //!
 //! - [`Block`]: shareable memory, pinned in RAM where the system allows it, with an address
 //!   that never changes until drop.
-//! - [`Tape`]: a lock-free bump allocator over a Block: `take` hands out pieces of a chunk
-//!   that the calling thread claimed from the shared cursor with one atomic step, so takes
-//!   from many threads neither lock nor share a cache line; `clear` rewinds everything at
-//!   once; a [`Lane`] gives the thread that holds one an even shorter path.
+//! - [`Tape`]: a lock-free bump allocator over a Block: `take` bumps a private cursor in the
+//!   calling thread's chunk of the tape (one atomic step per chunk), `clear` rewinds
+//!   everything at once, a [`Scope`] gives a layer's scratch back when it ends, and [`Steps`] lets
+//!   persistent workers share a tape step after step, safely.
 //! - [`Grid`]: `N` cells of `CELL` bytes in one Block, taken and given back lock-free; a
 //!   [`Cell`] returns itself when dropped, and a per-thread [`Stash`] batches the traffic.
 //!
@@ -158,7 +158,7 @@ pub use grid::{Cell, Grid, OwnedCell, Plain, Stash};
 #[cfg(feature = "allocator-api2")]
 #[cfg_attr(docsrs, doc(cfg(feature = "allocator-api2")))]
 pub use tape::{CollectIn, FromIteratorIn, TapeBox, TapeString, TapeVec};
-pub use tape::{Lane, Mark, Tape};
+pub use tape::{Lane, Mark, Scope, Tape};
 pub use tape::{Step, Steps, StepsBusy};
 
 /// The [allocator-api2](https://docs.rs/allocator-api2/0.2) crate (0.2) whose `Allocator`

@@ -10,17 +10,23 @@ mod lane;
 #[cfg(all(test, loom))]
 mod loom_tests;
 mod per_thread;
+mod scope;
 mod steps;
 mod typed;
 
 #[cfg(feature = "allocator-api2")]
 pub use collections::{CollectIn, FromIteratorIn, TapeBox, TapeString, TapeVec};
 pub use lane::Lane;
+pub use scope::Scope;
 pub use steps::{Step, Steps, StepsBusy};
 
 use crate::block::{Block, OpenOptions};
 use crate::error::Error;
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, CachePadded, Ordering::Relaxed};
+use crate::sync::{
+    AtomicBool, AtomicU64, AtomicUsize, CachePadded,
+    Ordering::{Acquire, Relaxed, Release},
+};
+use core::alloc::Layout;
 use core::fmt;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
@@ -51,8 +57,9 @@ use core::ptr::NonNull;
 /// which leaks whatever it owned, but is never undefined behaviour).
 ///
 /// That is the shape of an inference step: take the activations of every layer, use them,
-/// clear, repeat. [`peak`](Tape::peak) says how much a step needed, which is how to size the
-/// tape.
+/// clear, repeat. A layer's scratch can come back sooner, while what was taken before stays
+/// in use, through a [`scope`](Tape::scope). [`peak`](Tape::peak) says how much a step
+/// needed, which is how to size the tape.
 ///
 /// # Who may touch which bytes, and when
 ///
@@ -205,6 +212,100 @@ impl Tape {
         Block::open(len).map(Tape::on)
     }
 
+    /// Takes `size` bytes aligned to `align` and returns a pointer to the first, or `None` if
+    /// the tape cannot fit them. Lock-free, and without an atomic step on most calls: the
+    /// bytes come from this thread's chunk of the tape, claimed from the shared cursor with
+    /// one compare-and-swap per chunk. No allocation, no lock, and nothing to drop at thread
+    /// exit. Like `malloc`, it is not async-signal-safe: a signal handler must not take from
+    /// a tape that the thread it interrupted may be taking from.
+    ///
+    /// What chunks cost: a thread's first kilobyte from a tape goes exactly to the shared
+    /// cursor; then it claims chunks of 1 KiB doubling to 64 KiB, each at most an eighth of
+    /// what is free, and moves to a new one only when at most an eighth of the old is left.
+    /// Large requests (over a quarter of the next chunk) and every take near the end of the
+    /// tape go exactly to the cursor, so one thread fills a tape to the byte. A thread holds
+    /// chunks of up to four tapes at once, at most one per tape, so taking from two to four
+    /// tapes in turn stays this fast; with `N` threads a take fails only when, besides what it
+    /// asked for not being free at the cursor or in its own chunk, at most `N - 1` chunks of
+    /// 64 KiB are held elsewhere. A chunk a thread leaves (for a fifth tape, or when it ends)
+    /// keeps at most 64 KiB, and at most 8/7 of what the thread took from it, until the next
+    /// [`clear`](Tape::clear); a [`Lane`] gives its chunk back when dropped.
+    ///
+    /// The bytes are the caller's until the tape is [cleared](Tape::clear), rewound past them
+    /// or dropped; their contents are whatever was there before (zero on a fresh tape).
+    /// `None` is final for this size: the tape never wraps around, and no `size`, however
+    /// large, overflows the arithmetic. Alignment is of the address itself, so any power of
+    /// two works, including ones above the page size.
+    ///
+    /// Size 0 consumes nothing: it returns where the next take aligned to `align` could start
+    /// (possibly one past the last byte of the tape), which a later take may hand out too.
+    /// Such a pointer is only for comparing or passing to APIs that read zero bytes.
+    ///
+    /// # Panics
+    /// If `align` is not a power of two.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let p = tape.take(100, 64).unwrap();
+    /// assert_eq!(p.as_ptr() as usize % 64, 0);
+    /// assert!(tape.take(usize::MAX, 1).is_none()); // never overflows
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    ///
+    /// Ignoring the result warns: the bytes would stay taken with nobody to use them.
+    ///
+    /// ```compile_fail
+    /// #![deny(unused_must_use)]
+    /// let tape = unimem::Tape::start(4096).unwrap();
+    /// tape.take(8, 8); // error: unused return value of `Tape::take` that must be used
+    /// ```
+    #[inline]
+    #[must_use = "the bytes stay taken until the tape is cleared; use the pointer or don't take"]
+    #[track_caller]
+    pub fn take(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        check_align(align);
+        if size == 0 {
+            let cursor = self.counters.cursor.load(Relaxed);
+            let (start, _) = fit(self.base(), cursor, 0, align, self.capacity())?;
+            return Some(self.at(start));
+        }
+        if per_thread::CAS_UNTIL_CONTENDED && !self.counters.contended.load(Relaxed) {
+            return self.take_until_contended(size, align);
+        }
+        let start = match per_thread::bump(self, size, align) {
+            Some(start) => start,
+            None => per_thread::take_slow(self, size, align)?,
+        };
+        Some(self.at(start))
+    }
+
+    /// Throws away everything taken: the whole capacity is free again. O(1), whatever was
+    /// taken, and never touches the memory itself.
+    ///
+    /// It needs `&mut self`, so nothing borrowed from the tape can still be alive:
+    ///
+    /// ```compile_fail,E0502
+    /// let mut tape = unimem::Tape::start(4096)?;
+    /// let xs = tape.take_fill(4, 0u32).unwrap();
+    /// tape.clear(); // error: `tape` is still borrowed by `xs`
+    /// xs[0] = 1;
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    ///
+    /// ```
+    /// let mut tape = unimem::Tape::start(4096)?;
+    /// tape.take_fill(4, 0u32).unwrap();
+    /// tape.clear();
+    /// assert_eq!(tape.used(), 0);
+    /// assert_eq!(tape.peak(), 16);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[doc(alias = "reset")]
+    #[inline]
+    pub fn clear(&mut self) {
+        per_thread::rewind_and_prime(self, 0);
+    }
+
     /// Like [`start`](Tape::start), but every page is resident before it returns, so that no
     /// take in a hot loop ever meets a page fault. Costs what zeroing the pages costs: see
     /// [`OpenOptions::warm`](crate::OpenOptions::warm).
@@ -279,91 +380,6 @@ impl Tape {
             generation: AtomicU64::new(0),
             block,
         }
-    }
-
-    /// The block underneath, for its [`handle`](Block::handle) and base address.
-    ///
-    /// ```
-    /// let tape = unimem::Tape::start(4096)?;
-    /// let p = tape.take(8, 8).unwrap();
-    /// assert!(p.as_ptr() >= tape.block().as_ptr());
-    /// # Ok::<(), unimem::Error>(())
-    /// ```
-    #[must_use]
-    pub fn block(&self) -> &Block {
-        &self.block
-    }
-
-    /// Takes `size` bytes aligned to `align` and returns a pointer to the first, or `None` if
-    /// the tape cannot fit them. Lock-free, and without an atomic step on most calls: the
-    /// bytes come from this thread's chunk of the tape, claimed from the shared cursor with
-    /// one compare-and-swap per chunk. No allocation, no lock, and nothing to drop at thread
-    /// exit. Like `malloc`, it is not async-signal-safe: a signal handler must not take from
-    /// a tape that the thread it interrupted may be taking from.
-    ///
-    /// What chunks cost: a thread takes its first kilobyte from a tape (after taking from
-    /// another) exactly at the shared cursor, and only then claims chunks, starting at 1 KiB
-    /// and doubling up to 64 KiB, never more than an eighth of what is free. Requests larger
-    /// than a quarter of the next chunk, and every take once no chunk of at least 256 bytes
-    /// fits, go exactly to the shared cursor, so one thread can fill a tape to the byte. A
-    /// thread holds the rest of at most one chunk per tape; when it moves to a fresh chunk it
-    /// leaves at most an eighth of the old one (plus up to 127 bytes of alignment) behind, and
-    /// when it leaves for another tape, or ends, at most the rest of its chunk: up to 64 KiB,
-    /// and never more than 8/7 of what it took from that tape since it came. So with `N`
-    /// threads that each stay on one tape, a take fails only when less than it asked for is
-    /// free at the cursor and in its own chunk, with at most `N - 1` chunks of 64 KiB
-    /// elsewhere; clears and rewinds take every chunk back. A thread that moves between tapes
-    /// on every take never claims a chunk at all, but one that moves in bursts of a little
-    /// more than a kilobyte claims a small chunk on each visit and may leave up to about half
-    /// of what it reserved there unused: such a thread is better served by a [`Lane`] per
-    /// tape, which gives its chunk back when dropped.
-    ///
-    /// The bytes are the caller's until the tape is [cleared](Tape::clear), rewound past them
-    /// or dropped; their contents are whatever was there before (zero on a fresh tape).
-    /// `None` is final for this size: the tape never wraps around, and no `size`, however
-    /// large, overflows the arithmetic. Alignment is of the address itself, so any power of
-    /// two works, including ones above the page size.
-    ///
-    /// Size 0 consumes nothing: it returns where the next take aligned to `align` could start
-    /// (possibly one past the last byte of the tape), which a later take may hand out too.
-    /// Such a pointer is only for comparing or passing to APIs that read zero bytes.
-    ///
-    /// # Panics
-    /// If `align` is not a power of two.
-    ///
-    /// ```
-    /// let tape = unimem::Tape::start(4096)?;
-    /// let p = tape.take(100, 64).unwrap();
-    /// assert_eq!(p.as_ptr() as usize % 64, 0);
-    /// assert!(tape.take(usize::MAX, 1).is_none()); // never overflows
-    /// # Ok::<(), unimem::Error>(())
-    /// ```
-    ///
-    /// Ignoring the result warns: the bytes would stay taken with nobody to use them.
-    ///
-    /// ```compile_fail
-    /// #![deny(unused_must_use)]
-    /// let tape = unimem::Tape::start(4096).unwrap();
-    /// tape.take(8, 8); // error: unused return value of `Tape::take` that must be used
-    /// ```
-    #[inline]
-    #[must_use = "the bytes stay taken until the tape is cleared; use the pointer or don't take"]
-    #[track_caller]
-    pub fn take(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        check_align(align);
-        if size == 0 {
-            let cursor = self.counters.cursor.load(Relaxed);
-            let (start, _) = fit(self.base(), cursor, 0, align, self.capacity())?;
-            return Some(self.at(start));
-        }
-        if per_thread::CAS_UNTIL_CONTENDED && !self.counters.contended.load(Relaxed) {
-            return self.take_until_contended(size, align);
-        }
-        let start = match per_thread::bump(self, size, align) {
-            Some(start) => start,
-            None => per_thread::take_slow(self, size, align)?,
-        };
-        Some(self.at(start))
     }
 
     /// Takes room for `n` values of `T`, uninitialised, borrowing the tape until the slice is
@@ -441,31 +457,97 @@ impl Tape {
         typed::value(&mut &*self, value)
     }
 
-    /// Throws away everything taken: the whole capacity is free again. O(1), whatever was
-    /// taken, and never touches the memory itself.
+    /// Takes `n` values made by `make(0)`, `make(1)`, …, `make(n - 1)`, in that order,
+    /// borrowing the tape until they are gone. `None` (and `make` never called) if they do not
+    /// fit. Their destructors never run.
     ///
-    /// It needs `&mut self`, so nothing borrowed from the tape can still be alive:
+    /// Should `make` panic, the panic goes on to the caller, the values made so far are
+    /// forgotten, and the room taken for all `n` stays taken until the tape is cleared: the
+    /// tape stays consistent and nothing uninitialised is ever handed out.
     ///
-    /// ```compile_fail,E0502
-    /// let mut tape = unimem::Tape::start(4096)?;
-    /// let xs = tape.take_fill(4, 0u32).unwrap();
-    /// tape.clear(); // error: `tape` is still borrowed by `xs`
-    /// xs[0] = 1;
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let squares = tape.take_fill_with(5, |i| (i * i) as u32).unwrap();
+    /// assert_eq!(squares, &[0, 1, 4, 9, 16]);
     /// # Ok::<(), unimem::Error>(())
     /// ```
-    ///
-    /// ```
-    /// let mut tape = unimem::Tape::start(4096)?;
-    /// tape.take_fill(4, 0u32).unwrap();
-    /// tape.clear();
-    /// assert_eq!(tape.used(), 0);
-    /// assert_eq!(tape.peak(), 16);
-    /// # Ok::<(), unimem::Error>(())
-    /// ```
-    #[doc(alias = "reset")]
     #[inline]
-    pub fn clear(&mut self) {
-        self.rewind_to(0);
+    #[must_use = "dropping the slice leaves its room taken until the tape is cleared"]
+    #[doc(alias = "alloc_slice_fill_with")]
+    #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
+    pub fn take_fill_with<T>(&self, n: usize, make: impl FnMut(usize) -> T) -> Option<&mut [T]> {
+        typed::fill_with(&mut &*self, n, make)
+    }
+
+    /// Takes room for as many items as `items.len()` says and moves the items in, in order,
+    /// borrowing the tape until they are gone. `None` (and no item taken from the iterator) if
+    /// they do not fit. Their destructors never run.
+    ///
+    /// An iterator whose `len()` lies costs room, never soundness: the result holds the items
+    /// it yielded, never more than `len()` of them, so it is shorter when the iterator ends
+    /// early, and items beyond `len()` stay in the iterator. A panic in the iterator behaves
+    /// as one in [`take_fill_with`](Tape::take_fill_with)'s closure.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let words = ["lock", "free", "tape"];
+    /// let lengths = tape.take_iter(words.iter().map(|w| w.len() as u8)).unwrap();
+    /// assert_eq!(lengths, &[4, 4, 4]);
+    /// let tokens = tape.take_iter(vec![101u32, 2023, 102]).unwrap();
+    /// assert_eq!(tokens.len(), 3);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[must_use = "dropping the slice leaves its room taken until the tape is cleared"]
+    #[doc(
+        alias = "alloc_slice_fill_iter",
+        alias = "from_iter",
+        alias = "collect"
+    )]
+    #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
+    pub fn take_iter<I>(&self, items: I) -> Option<&mut [I::Item]>
+    where
+        I: IntoIterator<IntoIter: ExactSizeIterator>,
+    {
+        typed::from_iter(&mut &*self, items)
+    }
+
+    /// Takes a copy of `text`, borrowing the tape until it is gone. `None` if it does not fit.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let name = tape.take_str("layer_norm").unwrap();
+    /// name.make_ascii_uppercase();
+    /// assert_eq!(name, "LAYER_NORM");
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[must_use = "dropping the string leaves its room taken until the tape is cleared"]
+    #[doc(alias = "alloc_str")]
+    #[allow(clippy::mut_from_ref, reason = "every take is fresh memory")]
+    pub fn take_str(&self, text: &str) -> Option<&mut str> {
+        typed::str(&mut &*self, text)
+    }
+
+    /// Takes room for `layout`: [`take`](Tape::take) with the layout's size and alignment,
+    /// which never panics, since a `Layout`'s alignment is always a power of two. `None` if it
+    /// does not fit. For types and code that speak `Layout`, as allocators do.
+    ///
+    /// ```
+    /// use std::alloc::Layout;
+    ///
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let layout = Layout::new::<[u64; 4]>();
+    /// let p = tape.take_layout(layout).unwrap();
+    /// assert_eq!(p.as_ptr() as usize % layout.align(), 0);
+    /// assert!(tape.owns(p.as_ptr()));
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[inline]
+    #[must_use = "dropping the pointer leaves its room taken until the tape is cleared"]
+    #[doc(alias = "alloc", alias = "alloc_layout")]
+    pub fn take_layout(&self, layout: Layout) -> Option<NonNull<u8>> {
+        self.take(layout.size(), layout.align())
     }
 
     /// [`clear`](Tape::clear) through a shared reference, for a tape that threads share for its
@@ -515,12 +597,17 @@ impl Tape {
 
     /// A checkpoint: [`rewind`](Tape::rewind) to it throws away what was taken after it.
     ///
+    /// A rewind to the mark frees everything the calling thread takes after it (the mark
+    /// lies where this thread's chunk stands, or, if other threads claimed after the chunk,
+    /// at the shared cursor, and the chunk ends there), and everything any thread takes from
+    /// chunks claimed after it. What another thread takes after the mark from a chunk it
+    /// claimed before lies below the mark: it stays used until a [`clear`](Tape::clear), as
+    /// does the unused rest of such chunks. For scratch that several threads take and give
+    /// back, use a [`Scope`] per thread.
+    ///
     /// A mark made while a lane holds a chunk counts the whole chunk; if the lane then hands
     /// its unused tail back, the mark is ahead of the cursor and rewinding to it panics.
-    /// Make marks while no lane is alive. (Chunks that threads hold behind
-    /// [`take`](Tape::take) are counted too. A rewind ends every thread's chunk: what lay
-    /// above the mark is free again, and the unused rest of a chunk claimed before the mark
-    /// stays used until a [`clear`](Tape::clear).)
+    /// Make marks while no lane is alive.
     ///
     /// ```
     /// let mut tape = unimem::Tape::start(4096)?;
@@ -539,12 +626,16 @@ impl Tape {
     pub fn mark(&self) -> Mark {
         Mark {
             tape: self.id,
-            offset: self.counters.cursor.load(Relaxed),
+            offset: per_thread::mark_here(self, self.counters.cursor.load(Relaxed)),
         }
     }
 
-    /// Throws away everything taken after `mark`. Like [`clear`](Tape::clear), it needs
-    /// `&mut self`, so nothing taken after the mark can still be borrowed.
+    /// Throws away what was taken after `mark` (exactly what, [`mark`](Tape::mark) says: all
+    /// of it, but for what other threads took from chunks claimed before the mark). Like
+    /// [`clear`](Tape::clear), it needs `&mut self`, so nothing taken at all can still be
+    /// borrowed: to drop a layer's scratch while earlier takes stay in use, use a
+    /// [`scope`](Tape::scope). Like a clear, it hands the calling thread a fresh chunk at the
+    /// mark if it was taking from the tape.
     ///
     /// # Panics
     /// If `mark` came from another tape (even one since dropped, whose memory this tape now
@@ -569,7 +660,7 @@ impl Tape {
             mark.tape,
             self.id
         );
-        let used = self.used();
+        let used = self.counters.cursor.load(Relaxed);
         assert!(
             mark.offset <= used,
             "Tape::rewind: the mark (at {} bytes) is ahead of the cursor ({used} bytes): the \
@@ -577,13 +668,37 @@ impl Tape {
              made in; make a fresh mark after clearing",
             mark.offset
         );
-        self.rewind_to(mark.offset);
+        per_thread::rewind_and_prime(self, mark.offset);
     }
 
-    /// Bytes reserved so far: every take, its alignment padding, the whole chunks held by
-    /// live lanes and by threads taking through [`take`](Tape::take) (up to 64 KiB each, see
-    /// there), and what threads left behind in chunks. Exact, byte for byte, for takes that
-    /// do not use chunks, such as the first kilobyte a thread takes.
+    /// Runs `f` with a [`Scope`] of this tape: scratch taken from it comes back when `f`
+    /// returns (or unwinds), so that a loop of scopes keeps the tape's memory flat. The
+    /// scope's takes borrow the scope and cannot leave `f`; what was taken from the tape
+    /// before stays usable throughout. See [`Scope`] for exactly what comes back.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(1 << 20)?;
+    /// let residual = tape.take_fill(64, 1.0f32).unwrap();
+    /// for _layer in 0..4 {
+    ///     let norm = tape.scope(|s| {
+    ///         let tmp = s.take_copy(&*residual).unwrap();
+    ///         tmp.iter().map(|x| x * x).sum::<f32>().sqrt()
+    ///     });
+    ///     residual[0] += norm;
+    /// }
+    /// assert_eq!(tape.used(), 256);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn scope<'t, R>(&'t self, f: impl FnOnce(&Scope<'t>) -> R) -> R {
+        let scope = Scope::new(self);
+        f(&scope)
+    }
+
+    /// Bytes in use, as the calling thread sees them: every take and its alignment padding,
+    /// and the chunks that other threads and live lanes hold, but not the unused rest of this
+    /// thread's own chunk. On one thread that is exactly what was taken; with several, it is
+    /// at most a chunk (64 KiB) per other thread and lane more. It costs `take` nothing: it
+    /// is the shared cursor less this thread's unused rest.
     ///
     /// ```
     /// let tape = unimem::Tape::start(4096)?;
@@ -594,7 +709,8 @@ impl Tape {
     /// ```
     #[inline]
     pub fn used(&self) -> usize {
-        self.counters.cursor.load(Relaxed)
+        let shared = self.counters.cursor.load(Relaxed);
+        shared.saturating_sub(per_thread::unused_here(self))
     }
 
     /// Bytes still free at the shared cursor: `capacity() - used()`. Threads' chunks hold
@@ -627,14 +743,14 @@ impl Tape {
         self.block.len()
     }
 
-    /// The high-water mark of [`used`](Tape::used): the most bytes ever reserved at once,
-    /// over all clears and rewinds. It counts what was reserved, not only what was handed out:
-    /// whole chunks held by lanes count from the moment they are claimed, and stay counted
-    /// when a lane hands the unused end back; so do the chunks threads hold behind
-    /// [`take`](Tape::take). So it never goes down between clears. Run a representative
-    /// workload once and size the tape to this, with some room to spare: chunk sizes depend
-    /// on how much is free and on how threads interleave, so a tape of exactly `peak()`
-    /// bytes may place the same takes differently.
+    /// The most bytes the tape had in use at once, over all clears: the number to size a
+    /// tape by. It is [`used`](Tape::used) at its highest, as recorded at every clear and
+    /// rewind (by the thread that clears), whenever a thread gives bytes back to its chunk
+    /// or the shared cursor (a [`Scope`] ending, a collection shrinking, a lane dropped),
+    /// and now. So on one thread it is exactly the most that was taken at once, scopes and
+    /// collections included; threads taking at the same time add up to a chunk (64 KiB) each,
+    /// and lanes their whole chunk. Chunk sizes depend on what is free and on how threads
+    /// interleave, so leave some room.
     ///
     /// ```
     /// let mut tape = unimem::Tape::start(4096)?;
@@ -650,6 +766,19 @@ impl Tape {
         // a lane hands back its tail, and both record the cursor before lowering it. So the
         // recorded values and the cursor now hold every maximum.
         self.counters.peak.load(Relaxed).max(self.used())
+    }
+
+    /// The block underneath, for its [`handle`](Block::handle) and base address.
+    ///
+    /// ```
+    /// let tape = unimem::Tape::start(4096)?;
+    /// let p = tape.take(8, 8).unwrap();
+    /// assert!(p.as_ptr() >= tape.block().as_ptr());
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    #[must_use]
+    pub fn block(&self) -> &Block {
+        &self.block
     }
 
     /// Whether `ptr` points into this tape's memory (taken or not).
@@ -748,7 +877,7 @@ impl Tape {
         let (start, end) = fit(self.base(), cursor, size, align, self.capacity())?;
         // Strong, not weak: a failure must mean that another thread took.
         if shared
-            .compare_exchange(cursor, end, Relaxed, Relaxed)
+            .compare_exchange(cursor, end, Acquire, Relaxed)
             .is_ok()
         {
             return Some(self.at(start));
@@ -798,31 +927,35 @@ impl Tape {
     }
 
     /// Undoes the last claim if it ended at `end` and nobody claimed after it, keeping
-    /// `[.., kept)` taken: how a lane hands back the tail of its chunk.
+    /// `[.., kept)` taken: how a lane hands back the tail of its chunk, and a scope the
+    /// scratch it took at the shared cursor.
     fn give_back(&self, end: usize, kept: usize) {
         // The peak counts what was reserved, so it must hear of `end` before the cursor drops
         // below it; otherwise `peak()` could go down with no clear in between.
         self.counters.peak.fetch_max(end, Relaxed);
-        // Relaxed is enough: the bytes handed back were never touched, so there is nothing
-        // to publish to their next owner.
-        let _ = (self.counters.cursor).compare_exchange(end, kept, Relaxed, Relaxed);
+        // Release: the bytes may have been written (a scope's scratch), and whoever claims
+        // them next (with an Acquire exchange, see `advance`) must see those writes done.
+        let _ = (self.counters.cursor).compare_exchange(end, kept, Release, Relaxed);
     }
 
     /// Moves the cursor from where it is to where `place` says, atomically, and returns the
     /// `(start, end)` that `place` chose, or `None` when `place` finds no room.
     #[inline(always)]
     fn advance(&self, place: impl Fn(usize) -> Option<(usize, usize)>) -> Option<(usize, usize)> {
-        // Relaxed is enough for disjointness: every successful exchange moves the cursor from
+        // Disjointness needs no ordering: every successful exchange moves the cursor from
         // the exact value its `place` started from, and all exchanges on one atomic form a
         // single modification order. So the claims tile the tape in that order, each starting
-        // at or after the end of the one before it. No bytes pass between threads here; when
-        // memory is reused after a clear or rewind, `&mut self` (or `clear_shared`'s contract)
+        // at or after the end of the one before it. Acquire on success: bytes handed back to
+        // the cursor after use (a scope ending, a collection shrinking, both with a Release
+        // exchange) pass to whoever claims them next, whose writes must come after the
+        // previous owner's. (Free on x86, where every exchange is a full barrier.) When memory
+        // is reused after a clear or rewind, `&mut self` (or `clear_shared`'s contract)
         // provides the happens-before edge.
         let shared = &self.counters.cursor;
         let mut cursor = shared.load(Relaxed);
         loop {
             let (start, end) = place(cursor)?;
-            match shared.compare_exchange_weak(cursor, end, Relaxed, Relaxed) {
+            match shared.compare_exchange_weak(cursor, end, Acquire, Relaxed) {
                 Ok(_) => return Some((start, end)),
                 Err(now) => cursor = now,
             }
@@ -834,8 +967,9 @@ impl Tape {
     fn rewind_to(&self, offset: usize) {
         // Plain loads and stores, not read-modify-writes: nothing runs concurrently (`&mut`,
         // or `clear_shared`'s contract), and this keeps a clear to a couple of instructions.
+        let used = self.used();
         let Counters { cursor, peak, .. } = &*self.counters;
-        peak.store(peak.load(Relaxed).max(cursor.load(Relaxed)), Relaxed);
+        peak.store(peak.load(Relaxed).max(used), Relaxed);
         cursor.store(offset, Relaxed);
         // Every thread's chunk is of the old generation now, so none hands out a byte again.
         // A u64 does not wrap in the life of a process (one rewind a nanosecond: 584 years).

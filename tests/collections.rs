@@ -333,3 +333,126 @@ mod out_of_tape {
         assert_eq!(s, "still usable");
     }
 }
+
+/// Pushes `n` values onto an empty vec on `tape`, checking after each push that it never
+/// moved if `stays`; returns the tape bytes from the first push to the end of the final
+/// buffer, and the final capacity in bytes.
+fn push_and_measure(tape: &Tape, n: u64, stays: bool) -> (usize, usize) {
+    let mut xs: Vec<u64, _> = Vec::new_in(tape);
+    xs.push(0);
+    let first = tape.offset_of(xs.as_ptr()).unwrap();
+    for i in 1..n {
+        xs.push(i);
+        if stays {
+            assert_eq!(
+                tape.offset_of(xs.as_ptr()),
+                Some(first),
+                "moved at push {i}"
+            );
+        }
+    }
+    assert!(xs.iter().copied().eq(0..n));
+    let end = tape.offset_of(xs.as_ptr()).unwrap() + xs.capacity() * 8;
+    (end - first, xs.capacity() * 8)
+}
+
+#[test]
+fn a_vec_pushed_to_grows_in_place_on_a_fresh_and_on_a_settled_thread() {
+    let mut tape = tape(1 << 20);
+    for round in 0..3 {
+        // Round 0 starts exactly at the cursor; later rounds in the chunk a clear leaves.
+        let (consumed, capacity) = push_and_measure(&tape, 1000, true);
+        assert_eq!(consumed, capacity, "round {round}");
+        tape.clear();
+    }
+    // Past a chunk's end, too: 100,000 values, 800 KB, grow past any chunk.
+    let (consumed, capacity) =
+        push_and_measure(&tape, if cfg!(miri) { 5000 } else { 100_000 }, true);
+    assert_eq!(consumed, capacity);
+}
+
+#[test]
+fn vecs_pushed_to_on_two_threads_keep_their_contents() {
+    let tape = tape(1 << 20);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..3 {
+                    // Another thread may claim after this one's chunk, or take exactly while
+                    // this one settles: then it moves, keeping its contents.
+                    let (_, capacity) = push_and_measure(&tape, 1000, false);
+                    assert_eq!(capacity, 8 << 10);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn shrink_and_deallocate_give_the_last_allocation_back() {
+    let tape = tape(1 << 20);
+    for _ in 0..100 {
+        let _ = tape.take(64, 8).unwrap(); // settled, in a chunk
+    }
+    let before = tape.used();
+    let mut xs: Vec<u64, _> = Vec::with_capacity_in(256, &tape);
+    xs.extend(0..10);
+    assert_eq!(tape.used(), before + 256 * 8);
+    xs.shrink_to_fit();
+    assert_eq!(tape.used(), before + 10 * 8);
+    drop(xs);
+    assert_eq!(tape.used(), before);
+    // At the shared cursor too: larger than a quarter of any chunk.
+    let xs: Vec<u8, _> = Vec::with_capacity_in(1 << 18, &tape);
+    assert!(tape.used() >= before + (1 << 18));
+    drop(xs);
+    assert_eq!(tape.used(), before);
+}
+
+/// std's `overaligned_allocations` test (library/alloc/tests/vec.rs), on a tape.
+#[test]
+fn std_overaligned_allocations_loop_reuses_one_buffer() {
+    #[repr(align(256))]
+    struct Foo(usize);
+    let tape = tape(4 << 20);
+    let mut v = Vec::new_in(&tape);
+    v.push(Foo(273));
+    let rounds = if cfg!(miri) { 64 } else { 0x1000 };
+    for i in 0..rounds {
+        v.reserve_exact(i);
+        assert!(v[0].0 == 273);
+        assert!(v.as_ptr() as usize & 0xff == 0);
+        v.shrink_to_fit();
+        assert!(v[0].0 == 273);
+        assert!(v.as_ptr() as usize & 0xff == 0);
+    }
+    // One buffer, grown and shrunk in place: what the largest round needed, and no more.
+    assert!(tape.peak() <= rounds * 256 + 4096, "{}", tape.peak());
+}
+
+#[test]
+fn a_vec_in_a_scope_grows_in_place_and_comes_back() {
+    let tape = tape(1 << 20);
+    let kept = tape.take_fill(100, 1u8).unwrap();
+    let mut settled = None;
+    for layer in 0..if cfg!(miri) { 10 } else { 1000 } {
+        tape.scope(|s| {
+            let mut xs = Vec::new_in(s);
+            xs.extend(0..1000u64);
+            let tmp = s.take_fill(10, 2u8).unwrap();
+            assert_eq!(xs.iter().sum::<u64>() + u64::from(tmp[0]), 499_502);
+        });
+        // Flat once the thread's chunks grew to a layer's size (they double, from 1 KiB, at
+        // each exact take of 8 KB here), which leaves up to a cache line of padding once.
+        if layer >= 8 {
+            assert_eq!(
+                *settled.get_or_insert(tape.used()),
+                tape.used(),
+                "layer {layer}"
+            );
+        }
+    }
+    assert!(tape.used() <= 128, "{}", tape.used());
+    assert_eq!(kept[99], 1);
+    assert!(tape.peak() <= 100 + 128 + 8000 + 10, "{}", tape.peak());
+}

@@ -675,3 +675,349 @@ fn rewind_takes_back_every_threads_chunk_too() {
     let next = offset(&tape, tape.take(16, 8).unwrap());
     assert!(next >= mark.used() && next < mark.used() + 128, "{next}");
 }
+
+/// Takes `n` pieces of 64 bytes: enough, from 16 on, to settle on the tape and hold a chunk.
+fn take_64s(tape: &Tape, n: usize) {
+    for _ in 0..n {
+        let _ = tape.take(64, 8).unwrap();
+    }
+}
+
+/// What another thread sees as used: the shared cursor, with this thread's chunk in it.
+fn used_elsewhere(tape: &Tape) -> usize {
+    std::thread::scope(|s| s.spawn(|| tape.used()).join().unwrap())
+}
+
+#[test]
+fn on_one_thread_used_and_peak_count_exactly_what_was_taken() {
+    let mut tape = tape(1 << 20);
+    take_64s(&tape, 100);
+    assert_eq!(tape.used(), 6400);
+    assert!(used_elsewhere(&tape) > 6400, "the thread holds a chunk");
+    tape.clear();
+    assert_eq!((tape.used(), tape.peak()), (0, 6400));
+}
+
+#[test]
+fn a_clear_leaves_the_clearing_thread_a_chunk_that_nobody_else_gets() {
+    let mut tape = tape(1 << 20);
+    take_64s(&tape, 100);
+    for _ in 0..3 {
+        tape.clear();
+        // The thread was settled on the tape: the clear handed it a chunk at 0 already.
+        let reserved = used_elsewhere(&tape);
+        assert!(reserved >= 1024, "{reserved}");
+        assert_eq!(offset(&tape, tape.take(64, 8).unwrap()), 0);
+        assert_eq!(offset(&tape, tape.take(64, 8).unwrap()), 64);
+        assert_eq!(tape.used(), 128);
+        // Another thread's takes land past the chunk.
+        let theirs = std::thread::scope(|s| {
+            s.spawn(|| offset(&tape, tape.take(1, 1).unwrap()))
+                .join()
+                .unwrap()
+        });
+        assert_eq!(theirs, reserved);
+    }
+}
+
+#[test]
+fn a_thread_that_never_took_gets_no_chunk_from_a_clear() {
+    let mut tape = tape(1 << 20);
+    std::thread::scope(|s| {
+        s.spawn(|| take_64s(&tape, 100));
+    });
+    tape.clear();
+    assert_eq!(used_elsewhere(&tape), 0);
+}
+
+#[test]
+fn rewind_frees_what_the_calling_thread_took_after_the_mark() {
+    let mut tape = tape(1 << 20);
+    take_64s(&tape, 100);
+    let mark = tape.mark();
+    assert_eq!(mark.used(), 6400);
+    for _ in 0..5 {
+        take_64s(&tape, 10);
+        tape.rewind(mark);
+        assert_eq!(tape.used(), 6400);
+        assert_eq!(offset(&tape, tape.take(64, 8).unwrap()), 6400);
+        tape.rewind(mark);
+    }
+    assert_eq!(tape.peak(), 6400 + 640);
+}
+
+#[test]
+fn a_mark_ends_a_chunk_that_others_claimed_after() {
+    let mut tape = tape(1 << 20);
+    take_64s(&tape, 100);
+    std::thread::scope(|s| {
+        s.spawn(|| take_64s(&tape, 100));
+    });
+    let mark = tape.mark();
+    // This thread's chunk no longer ends at the cursor: the mark is the cursor, and this
+    // thread's next takes lie after it, so the rewind frees them.
+    let after = offset(&tape, tape.take(64, 8).unwrap());
+    assert!(after >= mark.used(), "{after} {}", mark.used());
+    tape.rewind(mark);
+    assert_eq!(tape.used(), mark.used());
+    assert_eq!(offset(&tape, tape.take(64, 8).unwrap()), mark.used());
+}
+
+#[test]
+fn a_thread_keeps_a_chunk_with_more_than_an_eighth_left() {
+    let tape = tape(1 << 20);
+    // 127 exact takes settle the thread (1016 bytes); the 128th claims a first chunk of
+    // 1 KiB, joined on: 1016..2040. The next chunk would be 2 KiB.
+    for _ in 0..128 {
+        let _ = tape.take(8, 1).unwrap();
+    }
+    let theirs = std::thread::scope(|s| {
+        s.spawn(|| offset(&tape, tape.take(1, 1).unwrap()))
+            .join()
+            .unwrap()
+    });
+    assert_eq!(theirs, 2040, "another thread takes exactly at the cursor");
+    // Leave 312 bytes of the chunk: more than an eighth of it.
+    for _ in 0..11 {
+        let _ = tape.take(64, 1).unwrap();
+    }
+    // 400 bytes do not fit in what is left, and the chunk cannot grow in place (the other
+    // thread took after it): the request goes exactly to the cursor...
+    assert_eq!(offset(&tape, tape.take(400, 1).unwrap()), 2041);
+    // ...and the thread keeps its chunk for smaller ones.
+    assert_eq!(offset(&tape, tape.take(8, 1).unwrap()), 1024 + 11 * 64);
+}
+
+#[test]
+fn a_chunk_is_at_most_an_eighth_of_what_is_free() {
+    let tape = tape(64 << 10);
+    let big = tape.capacity() - 4096;
+    // One large take settles the thread, exactly at the cursor.
+    assert_eq!(offset(&tape, tape.take(big, 1).unwrap()), 0);
+    // The next chunk would be 2 KiB, but only 4 KiB are free: it gets 512 bytes.
+    assert_eq!(offset(&tape, tape.take(8, 1).unwrap()), big);
+    let theirs = std::thread::scope(|s| {
+        s.spawn(|| offset(&tape, tape.take(1, 1).unwrap()))
+            .join()
+            .unwrap()
+    });
+    assert_eq!(theirs, big + 512);
+}
+
+/// Takes 64 bytes from each tape in turn, `rounds` times; returns what was taken from each.
+fn take_in_turn(tapes: &[Tape], rounds: usize) -> usize {
+    let mut next = vec![None; tapes.len()];
+    for _ in 0..rounds {
+        for (tape, next) in tapes.iter().zip(&mut next) {
+            let at = offset(tape, tape.take(64, 8).unwrap());
+            // Nobody else takes: every tape's takes follow each other.
+            assert!(next.is_none_or(|next| next == at));
+            *next = Some(at + 64);
+        }
+    }
+    rounds * 64
+}
+
+#[test]
+fn a_thread_taking_from_up_to_four_tapes_in_turn_holds_a_chunk_of_each() {
+    for n in 2..=4 {
+        let tapes: Vec<Tape> = (0..n).map(|_| tape(1 << 20)).collect();
+        let taken = take_in_turn(&tapes, if cfg!(miri) { 100 } else { 2000 });
+        for tape in &tapes {
+            let reserved = used_elsewhere(tape);
+            // On the fast path: a chunk of each tape, and no more than one (64 KiB).
+            assert!(reserved > taken, "{n} tapes: {reserved} for {taken}");
+            assert!(
+                reserved - taken <= 64 << 10,
+                "{n} tapes: {reserved} for {taken}"
+            );
+            assert_eq!(tape.used(), taken);
+        }
+    }
+}
+
+#[test]
+fn a_thread_taking_from_more_tapes_than_it_has_slots_takes_exactly() {
+    let tapes: Vec<Tape> = (0..5).map(|_| tape(1 << 20)).collect();
+    let taken = take_in_turn(&tapes, if cfg!(miri) { 100 } else { 2000 });
+    for tape in &tapes {
+        // Each take lost its slot before the tape came round again: it never settled.
+        assert_eq!(used_elsewhere(tape), taken);
+    }
+}
+
+#[test]
+fn chunks_of_other_tapes_survive_a_clear_of_one() {
+    let mut tapes: Vec<Tape> = (0..3).map(|_| tape(1 << 20)).collect();
+    take_in_turn(&tapes, 100);
+    tapes[0].clear();
+    let reserved = used_elsewhere(&tapes[1]);
+    for _ in 0..10 {
+        assert_eq!(offset(&tapes[0], tapes[0].take(64, 8).unwrap()) % 64, 0);
+        let _ = tapes[1].take(64, 8).unwrap();
+    }
+    assert_eq!(tapes[0].used(), 640);
+    assert_eq!(tapes[1].used(), 6400 + 640);
+    assert_eq!(used_elsewhere(&tapes[1]), reserved, "still the same chunk");
+}
+
+#[test]
+fn a_scope_per_layer_keeps_used_flat_beside_values_taken_before() {
+    let tape = tape(1 << 20);
+    let x = tape.take_fill(256, 1.0f32).unwrap(); // lives across layers
+    let mut after_first = None;
+    for layer in 0..if cfg!(miri) { 20 } else { 1000 } {
+        tape.scope(|s| {
+            let tmp = s.take_fill(1024, 0.0f32).unwrap();
+            tmp[layer % 1024] = x[0];
+            x[1] += tmp.iter().sum::<f32>();
+        });
+        assert_eq!(
+            *after_first.get_or_insert(tape.used()),
+            tape.used(),
+            "layer {layer}"
+        );
+    }
+    assert_eq!(tape.used(), 1024);
+    // The peak saw each layer's scratch, though no clear ever recorded it.
+    assert_eq!(tape.peak(), 1024 + 4096);
+    assert!(x[1] > 1.0);
+}
+
+#[test]
+fn a_scope_gives_back_nothing_taken_from_the_tape_inside_it() {
+    let tape = tape(1 << 20);
+    take_64s(&tape, 100);
+    let mut kept = std::vec::Vec::new();
+    for round in 0..10u8 {
+        tape.scope(|s| {
+            let scratch = s.take_fill(100, 0xee_u8).unwrap();
+            // Taken from the tape, inside the scope: it outlives the scope.
+            kept.push(tape.take_fill(100, round).unwrap());
+            let more = s.take_fill(100, 0xdd_u8).unwrap();
+            assert!(scratch.iter().chain(more.iter()).all(|&b| b >= 0xdd));
+        });
+        // Later scopes reuse what the scope gave back; never what was kept.
+        tape.scope(|s| {
+            let _ = s.take_fill(1000, 0xff_u8).unwrap();
+        });
+    }
+    for (round, kept) in kept.iter().enumerate() {
+        assert!(
+            kept.iter().all(|&b| usize::from(b) == round),
+            "round {round}"
+        );
+    }
+}
+
+#[test]
+fn nested_scopes_give_back_inner_first() {
+    let tape = tape(1 << 20);
+    take_64s(&tape, 100);
+    let before = tape.used();
+    tape.scope(|outer| {
+        let a = outer.take_fill(10, 1u32).unwrap();
+        let inner_used = tape.scope(|inner| {
+            let b = inner.take_fill(10, 2u32).unwrap();
+            assert_eq!(a[0] + b[0], 3);
+            tape.used()
+        });
+        assert_eq!(inner_used, before + 80);
+        assert_eq!(tape.used(), before + 40);
+        let c = outer.take_fill(10, 3u32).unwrap();
+        assert!(a.iter().all(|&x| x == 1) && c.iter().all(|&x| x == 3));
+    });
+    assert_eq!(tape.used(), before);
+}
+
+#[test]
+fn a_scope_that_panics_still_gives_back() {
+    let tape = tape(1 << 20);
+    take_64s(&tape, 100);
+    let before = tape.used();
+    let result = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
+        tape.scope(|s| {
+            let _ = s.take_fill(100, 0u8).unwrap();
+            panic!("in the scope");
+        })
+    }));
+    assert!(result.is_err());
+    assert_eq!(tape.used(), before);
+}
+
+#[test]
+fn scopes_on_threads_sharing_a_tape_never_share_a_byte() {
+    let tape = tape(if cfg!(miri) { 1 << 20 } else { 16 << 20 });
+    let rounds = if cfg!(miri) { 20 } else { 2000 };
+    std::thread::scope(|s| {
+        for thread in 0..4u8 {
+            let tape = &tape;
+            s.spawn(move || {
+                let kept = tape.take_fill(16, thread).unwrap();
+                for round in 0..rounds {
+                    tape.scope(|scope| {
+                        let tag = thread.wrapping_mul(31).wrapping_add(round as u8);
+                        // Some rounds take from the tape inside the scope (uses an exact
+                        // take, then scope takes around it).
+                        let a = scope.take_fill(1 + round % 300, tag).unwrap();
+                        let b = (round % 7 == 0).then(|| tape.take_fill(5, tag).unwrap());
+                        let c = scope.take_fill(1 + round % 50, tag).unwrap();
+                        std::hint::black_box(&mut *a);
+                        assert!(a.iter().chain(c.iter()).all(|&x| x == tag));
+                        assert!(b.is_none_or(|b| b.iter().all(|&x| x == tag)));
+                    });
+                }
+                assert!(kept.iter().all(|&x| x == thread));
+            });
+        }
+    });
+}
+
+#[test]
+fn a_tape_that_loses_its_slot_keeps_at_most_eight_sevenths_of_what_was_taken() {
+    // Five tapes, visited in bursts: every visit the tape has lost its slot to the others, so
+    // the thread settles again, claims chunks, and leaves the rest of the last one behind.
+    let tapes: Vec<Tape> = (0..5).map(|_| tape(4 << 20)).collect();
+    let mut taken = 0;
+    for _ in 0..if cfg!(miri) { 2 } else { 20 } {
+        for burst in [40, 100, 17] {
+            for tape in &tapes {
+                take_64s(tape, burst);
+            }
+            taken += burst * 64;
+        }
+    }
+    for tape in &tapes {
+        let left_behind = used_elsewhere(tape) - taken;
+        assert!(left_behind > 0, "bursts this long claim chunks");
+        assert!(
+            left_behind * 7 <= taken * 8,
+            "{left_behind} left for {taken} taken"
+        );
+    }
+}
+
+#[test]
+fn a_scope_gives_nothing_back_across_a_clear() {
+    let tape = tape(1 << 20);
+    let theirs = tape.scope(|s| {
+        // Large: exactly at the shared cursor, 0..16384.
+        let mine = s.take(16 << 10, 8).unwrap();
+        assert_eq!(offset(&tape, mine), 0);
+        // SAFETY: nothing taken before is used after, no lane is alive, and the other thread
+        // takes only after this call (it is spawned after it).
+        unsafe { tape.clear_shared() };
+        // Another thread takes the same bytes afresh, leaving the cursor where the scope's
+        // scratch ended.
+        std::thread::scope(|t| {
+            t.spawn(|| offset(&tape, tape.take(16 << 10, 8).unwrap()))
+                .join()
+                .unwrap()
+        })
+    });
+    assert_eq!(theirs, 0);
+    // The scope ended after the clear: it gave back nothing of what is now the other
+    // thread's.
+    assert_eq!(used_elsewhere(&tape), 16 << 10);
+    assert!(offset(&tape, tape.take(16 << 10, 8).unwrap()) >= 16 << 10);
+}

@@ -60,6 +60,14 @@ pub const ROWS: &[Row] = &[
           cells: [&[("", "block")], &[("", "malloc_touch")], &[], &[], &[], &[], &[("", "mmap_mlock")]] },
     Row { label: "write 64 MiB", group: "write_64MiB", unit: Unit::Bandwidth(SIXTY_FOUR_MIB), cells: BANDWIDTH },
     Row { label: "read 64 MiB", group: "read_64MiB", unit: Unit::Bandwidth(SIXTY_FOUR_MIB), cells: BANDWIDTH },
+    Row { label: "1 take 64 B + clear", group: "take_clear_1", unit: Unit::Time, cells: TAKE_CLEAR },
+    Row { label: "8 takes 64 B + clear", group: "take_clear_8", unit: Unit::Time, cells: TAKE_CLEAR },
+    Row { label: "take 64 B, 1/2/3/4 tapes in turn", group: "round_robin_64B", unit: Unit::Time,
+          cells: [&[("1 ", "one_tape"), ("2 ", "tapes_2"), ("3 ", "tapes_3"), ("4 ", "tapes_4")], &[], &[], &[], &[], &[], &[]] },
+    Row { label: "Vec<u64>: 1,000 pushes", group: "vec_push_1000", unit: Unit::Time,
+          cells: [&[("", "tape")], &[], &[], &[], &[("", "bumpalo")], &[], &[]] },
+    Row { label: "scope: 8 takes 64 B", group: "scope_8_takes", unit: Unit::Time,
+          cells: [&[("scope ", "scope"), ("clear ", "take_clear")], &[], &[], &[], &[("", "bumpalo")], &[], &[]] },
     // benches/steps.rs: one step of persistent workers (two barriers, each worker's part, a
     // clear), safe `Steps` guards beside the `unsafe` `clear_shared` loop. `steps`: hot_loop's
     // kind of step (16 inputs through a 256×256 layer); `steps_bare`: 32 takes per worker.
@@ -84,6 +92,9 @@ pub const ROWS: &[Row] = &[
     Row { label: "UCX put 64 MiB, TCP loopback", group: "ucx_put_64MiB_tcp", unit: Unit::Bandwidth(SIXTY_FOUR_MIB), cells: UCX_PUT },
     Row { label: "UCX put 64 MiB, shared memory", group: "ucx_put_64MiB_shm", unit: Unit::Bandwidth(SIXTY_FOUR_MIB), cells: UCX_PUT },
 ];
+
+#[rustfmt::skip]
+const TAKE_CLEAR: Cells = [&[("", "tape")], &[], &[], &[], &[("", "bumpalo")], &[], &[]];
 
 /// What a target measures.
 pub enum Measure {
@@ -134,6 +145,15 @@ pub const TARGETS: &[Target] = &[
     Target { what: "Grid cycle on 2 threads / on 1", measure: Ratio(Bench("grid_cycle_4KiB_2threads", "grid"), &[Bench("grid_cycle_4KiB", "grid")]), bound: AtMost(2.0), unit: "×" },
     Target { what: "Block lazy open 16 MiB / its bare syscalls", measure: Ratio(Bench("init_16MiB_lazy", "block"), &[Bench("init_16MiB_lazy", "syscalls")]), bound: AtMost(1.5), unit: "×" },
     Target { what: "Block warm open 16 MiB / fastest memfd populate+lock", measure: Ratio(Bench("init_16MiB_warm", "block"), FASTEST_WARM_MEMFD), bound: AtMost(1.2), unit: "×" },
+    Target { what: "1 take + clear / bumpalo alloc + reset", measure: Ratio(Bench("take_clear_1", "tape"), &[Bench("take_clear_1", "bumpalo")]), bound: AtMost(1.2), unit: "×" },
+    Target { what: "8 takes + clear / bumpalo", measure: Ratio(Bench("take_clear_8", "tape"), &[Bench("take_clear_8", "bumpalo")]), bound: AtMost(1.2), unit: "×" },
+    Target { what: "take, 2 tapes in turn / bare CAS loop", measure: Ratio(Bench("round_robin_64B", "tapes_2"), &[Bench("round_robin_64B", "cas_floor")]), bound: AtMost(0.6), unit: "×" },
+    Target { what: "take, 3 tapes in turn / bare CAS loop", measure: Ratio(Bench("round_robin_64B", "tapes_3"), &[Bench("round_robin_64B", "cas_floor")]), bound: AtMost(0.6), unit: "×" },
+    Target { what: "take, 4 tapes in turn / bare CAS loop", measure: Ratio(Bench("round_robin_64B", "tapes_4"), &[Bench("round_robin_64B", "cas_floor")]), bound: AtMost(0.6), unit: "×" },
+    Target { what: "take, 2 tapes in turn / one tape", measure: Ratio(Bench("round_robin_64B", "tapes_2"), &[Bench("round_robin_64B", "one_tape")]), bound: AtMost(1.5), unit: "×" },
+    Target { what: "take, 3 tapes in turn / one tape", measure: Ratio(Bench("round_robin_64B", "tapes_3"), &[Bench("round_robin_64B", "one_tape")]), bound: AtMost(1.5), unit: "×" },
+    Target { what: "take, 4 tapes in turn / one tape", measure: Ratio(Bench("round_robin_64B", "tapes_4"), &[Bench("round_robin_64B", "one_tape")]), bound: AtMost(1.5), unit: "×" },
+    Target { what: "Vec<u64, &Tape> / Vec<u64, &Bump>, 1,000 pushes", measure: Ratio(Bench("vec_push_1000", "tape"), &[Bench("vec_push_1000", "bumpalo")]), bound: AtMost(1.2), unit: "×" },
     // Speed-ups and bandwidths: the slower contender's time over the faster's.
     Target { what: "Tape::take: 2 threads / 1 thread, takes per second", measure: Ratio(Bench("threads_2", "tape_1_thread"), &[Bench("threads_2", "tape_2_threads")]), bound: AtLeast(1.7), unit: "×" },
     Target { what: "lanes: 2 threads / 1 thread, takes per second", measure: Ratio(Bench("threads_2", "lane_1_thread"), &[Bench("threads_2", "lane_2_threads")]), bound: AtLeast(1.8), unit: "×" },

@@ -19,6 +19,12 @@ fn span(tape: &Tape, ptr: Option<NonNull<u8>>, size: usize) -> Range<usize> {
     start..start + size
 }
 
+/// What the tape has reserved: its shared cursor, with every thread's chunk in it. (`used()`
+/// leaves out the unused rest of the calling thread's chunk.)
+fn reserved(tape: &Tape) -> usize {
+    tape.counters.cursor.load(crate::sync::Ordering::Relaxed)
+}
+
 /// No two spans share a byte, and none ends past the capacity.
 fn assert_disjoint(tape: &Tape, spans: &mut [Range<usize>]) {
     spans.sort_by_key(|span| span.start);
@@ -58,7 +64,7 @@ fn takes_from_two_threads_chunks_never_overlap() {
         assert_eq!(starts, [0, 128]);
         let mut spans = [mine, theirs].concat();
         assert_disjoint(&tape, &mut spans);
-        assert_eq!(tape.used(), 128 + 32);
+        assert_eq!(reserved(&tape), 128 + 32);
     });
 }
 
@@ -84,7 +90,7 @@ fn a_threads_chunk_refills_while_another_takes() {
         }
         spans.extend(theirs);
         assert_disjoint(&tape, &mut spans);
-        assert!(tape.used() >= spans.last().unwrap().end);
+        assert!(reserved(&tape) >= spans.last().unwrap().end);
     });
 }
 
@@ -112,7 +118,7 @@ fn clear_shared_takes_back_a_chunk_another_thread_holds() {
         // The chunk from before the clear is gone: the next take starts the tape again (in a
         // chunk of 64 now), instead of handing out bytes 8..16.
         assert_eq!(span(&tape, tape.take(8, 1), 8), 0..8);
-        assert_eq!(tape.used(), 64);
+        assert_eq!((tape.used(), reserved(&tape)), (8, 64));
     });
 }
 
@@ -130,16 +136,17 @@ fn rewind_after_join_takes_back_every_threads_chunk() {
         assert_disjoint(&tape, &mut [mine, theirs]);
 
         let tape = Arc::get_mut(&mut tape).expect("the other thread is gone");
-        assert_eq!(tape.used(), 128 + 32);
+        assert_eq!(reserved(tape), 128 + 32);
+        // This thread's own chunk has 24 bytes left, which `used` leaves out.
+        assert_eq!(tape.used(), 128 + 8);
         tape.rewind(mark);
         assert_eq!(tape.used(), mark.used());
-        // This thread's chunk went with the rewind: its next take claims afresh at the mark,
-        // joining on at 0 or on the next cache line after the other thread's chunk.
+        // This thread's chunk went with the rewind, which handed it a fresh one at the mark,
+        // with no atomic step.
         let again = span(tape, tape.take(8, 1), 8);
-        let expected = if mark.used() == 0 { 0 } else { 128 };
-        assert_eq!(again.start, expected);
+        assert_eq!(again.start, mark.used());
         tape.clear();
-        assert_eq!((tape.used(), tape.peak()), (0, 160));
+        assert_eq!((tape.used(), tape.peak()), (0, 136));
         assert_eq!(span(tape, tape.take(8, 1), 8), 0..8);
     });
 }
@@ -164,7 +171,7 @@ fn takes_race_a_lane_refilling() {
         ];
         spans.extend(lane_thread.join().unwrap());
         assert_disjoint(&tape, &mut spans);
-        assert!(tape.used() >= spans.last().unwrap().end);
+        assert!(reserved(&tape) >= spans.last().unwrap().end);
     });
 }
 
@@ -188,8 +195,9 @@ fn a_lane_gives_back_its_tail_only_if_nobody_took_after_it() {
         // line, the lane handing its tail back before or after (fenced in); or this thread's
         // came first, and the lane handed back the tail of its chunk at 128. The peak counts
         // what was reserved.
-        match tape.used() {
-            160 => assert_eq!(tape.peak(), 160),
+        match reserved(&tape) {
+            // As this thread sees it, without the 24 bytes left in its own chunk.
+            160 => assert_eq!(tape.peak(), 136),
             136 => assert_eq!(tape.peak(), 128 + 64),
             used => panic!("used {used}"),
         }
@@ -214,11 +222,78 @@ fn takes_until_contended_switch_to_chunks_when_an_exchange_fails() {
         if contended {
             // The loser took from a chunk of its own, on the next cache line.
             assert_eq!(spans, [0..8, 128..136]);
-            assert_eq!(tape.used(), 128 + 32);
+            assert_eq!(reserved(&tape), 128 + 32);
         } else {
             // Both exchanges succeeded, one after the other, exactly.
             assert_eq!(spans, [0..8, 8..16]);
-            assert_eq!(tape.used(), 16);
+            assert_eq!(reserved(&tape), 16);
         }
+    });
+}
+
+/// A thread holding chunks of two tapes (weights beside scratch) while another thread takes
+/// from both, across a clear of one of them: no byte is handed out twice, and the chunk of
+/// the tape that was not cleared lives on.
+#[test]
+fn a_thread_holding_chunks_of_two_tapes_across_a_clear() {
+    loom::model(|| {
+        let (weights, mut scratch) = (tape(), tape());
+        let w0 = span(&weights, weights.take(8, 1), 8);
+        let s0 = span(&scratch, scratch.take(8, 1), 8);
+        let other = {
+            let (weights, scratch) = (weights.clone(), scratch.clone());
+            thread::spawn(move || {
+                [
+                    span(&scratch, scratch.take(8, 1), 8),
+                    span(&weights, weights.take(8, 1), 8),
+                ]
+            })
+        };
+        let w1 = span(&weights, weights.take(8, 1), 8);
+        let [theirs_s, theirs_w] = other.join().unwrap();
+        assert_eq!(w1.start, w0.end, "the weights chunk serves on");
+        assert_disjoint(&weights, &mut [w0.clone(), w1.clone(), theirs_w]);
+        assert_disjoint(&scratch, &mut [s0, theirs_s.clone()]);
+
+        Arc::get_mut(&mut scratch)
+            .expect("the other thread is gone")
+            .clear();
+        // The clear handed this thread a fresh chunk of the scratch tape at 0, with no atomic
+        // step; the weights chunk is untouched.
+        let other = {
+            let scratch = scratch.clone();
+            thread::spawn(move || span(&scratch, scratch.take(8, 1), 8))
+        };
+        let mine = span(&scratch, scratch.take(8, 1), 8);
+        assert_eq!(mine, 0..8);
+        assert_eq!(span(&weights, weights.take(8, 1), 8).start, w1.end);
+        let theirs = other.join().unwrap();
+        assert_disjoint(&scratch, &mut [mine, theirs.clone()]);
+        assert!(
+            theirs.start >= 32,
+            "past the chunk the clear reserved: {theirs:?}"
+        );
+    });
+}
+
+/// A scope giving its scratch back at the shared cursor while another thread takes: the
+/// give-back happens only if nobody took after the scratch, and no byte goes out twice.
+#[test]
+fn a_scope_gives_back_only_what_nobody_took_after() {
+    loom::model(|| {
+        let tape = tape();
+        let other = {
+            let tape = tape.clone();
+            thread::spawn(move || span(&tape, tape.take(8, 1), 8))
+        };
+        // Large against a first chunk: exactly at the shared cursor.
+        let scratch = tape.scope(|s| span(&tape, s.take(24, 1), 24));
+        let after = span(&tape, tape.take(24, 1), 24);
+        let theirs = other.join().unwrap();
+        assert_disjoint(&tape, &mut [after.clone(), theirs.clone()]);
+        // Whichever came first, the scratch's give-back or the other thread's claim, the
+        // other thread's bytes are nobody else's: the take after the scope (which reuses the
+        // scratch when it came back) never overlaps them.
+        assert!(scratch.end <= tape.capacity());
     });
 }

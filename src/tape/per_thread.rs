@@ -1,41 +1,46 @@
-//! The chunk each thread takes from behind [`Tape::take`]: a lane without the lane.
+//! The chunks each thread takes from behind [`Tape::take`]: a lane without the lane.
 //!
-//! Every thread has one slot, in a thread-local with a constant initialiser and no destructor
-//! (so no allocation, no lazy set-up, nothing to run at thread exit). The slot names the tape
-//! its chunk belongs to by the tape's identity, which no other tape ever gets, and by the
-//! tape's generation, which every clear and rewind moves on. A take whose tape and generation
-//! match the slot bumps the slot's private cursor: no atomic step, no shared cache line. Any
-//! other take goes to [`take_slow`], which claims chunks from the tape's shared cursor with
-//! one atomic step each, exactly as a [`Lane`](super::Lane) does.
+//! Every thread has [`SLOTS`] slots, in a thread-local with a constant initialiser and no
+//! destructor (so no allocation, no lazy set-up, nothing to run at thread exit). A slot names
+//! the tape its chunk belongs to by the tape's identity, which no other tape ever gets, and by
+//! the tape's generation, which every clear and rewind moves on. A take whose tape sits in a
+//! slot of the current generation bumps that slot's private cursor: no atomic step, no shared
+//! cache line. So a thread moving between up to [`SLOTS`] tapes (weights beside scratch, in
+//! any order) stays on the fast path for each. Any other take goes to [`take_slow`], which
+//! claims chunks from the tape's shared cursor with one atomic step each, as a
+//! [`Lane`](super::Lane) does; a tape that finds no slot takes over the one claimed longest
+//! ago (first in, first out).
 //!
 //! # What a chunk may waste
 //!
 //! A thread settles on a tape before it claims from it: until it has taken [`SETTLE`] bytes
-//! from a tape in a row (with no take from another tape in between), its takes go exactly to
-//! the shared cursor. A thread that moves between tapes on every take, or takes little from
-//! each, never claims a chunk at all. Chunks start at [`FIRST_CHUNK`] (no more than the
-//! thread took while settling) and double with every claim up to [`MAX_CHUNK`], so a thread
-//! leaving a tape it settled on leaves behind at most 8/7 of what it took there since it came
-//! (and at most one `MAX_CHUNK`). No chunk takes more than an eighth of what is free at the
-//! shared cursor, and none smaller than [`MIN_CHUNK`] is claimed: near the end of a tape
-//! every take is exact, so one thread fills a tape to the byte. A request that needs (with
-//! its alignment) more than a quarter of the next chunk goes straight to the shared cursor,
-//! and grows the next chunk. A thread moves to a fresh chunk only when at most an eighth of
-//! its current one is left, so moving wastes at most that plus up to 127 bytes of alignment
-//! (a chunk starts on its own cache line unless it joins the previous one). A clear or rewind
-//! wastes nothing: it takes every chunk back.
+//! from a tape while the tape kept its slot, its takes go exactly to the shared cursor. A
+//! thread that moves between more than [`SLOTS`] tapes on every take, or takes little from
+//! each, never claims a chunk at all. Chunks start at [`FIRST_CHUNK`] (no more than the thread
+//! took while settling) and double with every claim up to [`MAX_CHUNK`], so a tape losing its
+//! slot (to a tape the thread moves to) keeps behind at most 8/7 of what the thread took there
+//! since the tape got the slot (and at most one `MAX_CHUNK`). No chunk takes more than an
+//! eighth of what is free at the shared cursor, and none smaller than [`MIN_CHUNK`] is
+//! claimed: near the end of a tape every take is exact, so one thread fills a tape to the
+//! byte. A request that needs (with its alignment) more than a quarter of the next chunk goes
+//! straight to the shared cursor, and grows the next chunk. A thread moves to a fresh chunk
+//! only when at most an eighth of its current one is left, so moving wastes at most that plus
+//! up to 127 bytes of alignment (a chunk starts on its own cache line unless it joins the
+//! previous one). A clear or rewind wastes nothing: it takes every chunk back (and, with
+//! `&mut`, hands the calling thread a fresh one at once: see [`rewind_and_prime`]).
 //!
-//! So with `N` threads, a take that fails leaves free less than it asked for at the shared
-//! cursor, plus at most one chunk (64 KiB) per thread; over a tape's life, bytes left behind
-//! come to at most an eighth of what was used (plus 127 bytes a chunk), and what threads
-//! left behind when they moved to another tape or ended.
+//! So each thread holds at most one chunk of a given tape (of at most [`SLOTS`] tapes at
+//! once), and with `N` threads a take that fails leaves free less than it asked for at the
+//! shared cursor, plus at most one chunk (64 KiB) per thread; over a tape's life, bytes left
+//! behind come to at most an eighth of what was used (plus 127 bytes a chunk), and what
+//! threads left behind when the tape lost its slot or they ended.
 
 use super::{Tape, fit};
 use crate::sync::Ordering::Relaxed;
 use crate::sync::thread_local_const;
 use core::cell::Cell;
 
-/// Bytes a thread takes from one tape, in a row and exactly, before it claims a chunk of it.
+/// Bytes a thread takes from one tape, exactly, before it claims a chunk of it.
 #[cfg(not(loom))]
 pub(super) const SETTLE: usize = FIRST_CHUNK;
 /// The first chunk a thread claims from a tape.
@@ -59,6 +64,10 @@ pub(super) const MAX_CHUNK: usize = 64;
 #[cfg(loom)]
 pub(super) const MIN_CHUNK: usize = 16;
 
+/// How many tapes a thread holds chunks of at once: a round robin over this many tapes stays
+/// on the fast path for each.
+pub(super) const SLOTS: usize = 4;
+
 /// On Apple silicon an uncontended compare-and-swap costs about as much as reaching a
 /// thread-local (a call there), so a tape takes through its shared cursor until one exchange
 /// fails, and through per-thread chunks from then on. Elsewhere a locked instruction costs
@@ -72,13 +81,17 @@ struct Slot {
     tape: Cell<u64>,
     /// The tape's generation when the chunk was claimed: any other means it was cleared.
     generation: Cell<u64>,
-    /// Offset of the chunk's next free byte; `cursor <= end`.
+    /// Offset of the chunk's first byte: the thread owns everything it handed out from
+    /// `start..cursor`, so resizing in place never reaches below it. A chunk that grows in
+    /// place (the next claim joins on) keeps its start.
+    start: Cell<usize>,
+    /// Offset of the chunk's next free byte; `start <= cursor <= end`.
     cursor: Cell<usize>,
     /// Offset just past the chunk: the thread owns `cursor..end`.
     end: Cell<usize>,
     /// What the next claim asks for; 0 while the thread is not settled on the tape.
     next: Cell<usize>,
-    /// Bytes taken from this tape in a row while not settled, up to `SETTLE`.
+    /// Bytes taken from this tape while not settled, up to `SETTLE`.
     taken: Cell<usize>,
 }
 
@@ -88,19 +101,73 @@ impl Slot {
         Slot {
             tape: Cell::new(0),
             generation: Cell::new(0),
+            start: Cell::new(0),
             cursor: Cell::new(0),
             end: Cell::new(0),
             next: Cell::new(0),
             taken: Cell::new(0),
         }
     }
+
+    /// An empty chunk at `offset` of `generation`: the next claim joins on only if the
+    /// shared cursor is there too, which is then exactly right.
+    fn forget_chunk(&self, generation: u64, offset: usize) {
+        self.generation.set(generation);
+        self.start.set(offset);
+        self.cursor.set(offset);
+        self.end.set(offset);
+    }
+}
+
+/// A thread's slots, and which one a tape without a slot takes over next.
+struct Slots {
+    slots: [Slot; SLOTS],
+    /// The slot claimed longest ago, which the next tape without a slot takes over.
+    oldest: Cell<usize>,
 }
 
 thread_local_const! {
-    static SLOT: Slot = Slot::none();
+    static SLOTS_HERE: Slots = Slots {
+        slots: [Slot::none(), Slot::none(), Slot::none(), Slot::none()],
+        oldest: Cell::new(0),
+    };
 }
 
-/// The fast path: `(start, end)` of `size` bytes from this thread's chunk of `tape`, or
+impl Slots {
+    /// The slot holding `tape`, if any.
+    #[inline(always)]
+    fn of(&self, tape: u64) -> Option<&Slot> {
+        self.slots.iter().find(|slot| slot.tape.get() == tape)
+    }
+
+    /// The slot holding a chunk of `tape` of `generation`, if any.
+    #[inline(always)]
+    fn current(&self, tape: &Tape) -> Option<&Slot> {
+        let generation = tape.generation.load(Relaxed);
+        self.of(tape.id)
+            .filter(|slot| slot.generation.get() == generation)
+    }
+
+    /// The slot for `tape`, taking over the oldest one if it has none: the rest of that
+    /// slot's chunk stays behind (its tape may be gone), and `tape` starts over, exactly, so
+    /// that a thread moving between more tapes than it has slots claims no chunk it would
+    /// leave behind.
+    fn of_or_oldest(&self, tape: &Tape) -> &Slot {
+        if let Some(slot) = self.of(tape.id) {
+            return slot;
+        }
+        let oldest = self.oldest.get();
+        self.oldest.set((oldest + 1) % SLOTS);
+        let slot = &self.slots[oldest];
+        slot.tape.set(tape.id);
+        slot.next.set(0);
+        slot.taken.set(0);
+        slot.forget_chunk(tape.generation.load(Relaxed), 0);
+        slot
+    }
+}
+
+/// The fast path: the start offset of `size` bytes from this thread's chunk of `tape`, or
 /// `None` when the thread has none, or it is of another generation, or the bytes do not fit.
 #[inline(always)]
 pub(super) fn bump(tape: &Tape, size: usize, align: usize) -> Option<usize> {
@@ -108,8 +175,9 @@ pub(super) fn bump(tape: &Tape, size: usize, align: usize) -> Option<usize> {
     // `clear_shared`'s contract), and a load sees every store that happens before it.
     let generation = tape.generation.load(Relaxed);
     let base = tape.base();
-    SLOT.with(|slot| {
-        if slot.tape.get() != tape.id || slot.generation.get() != generation {
+    SLOTS_HERE.with(|slots| {
+        let slot = slots.of(tape.id)?;
+        if slot.generation.get() != generation {
             return None;
         }
         let (start, end) = fit(base, slot.cursor.get(), size, align, slot.end.get())?;
@@ -125,30 +193,15 @@ pub(super) fn bump(tape: &Tape, size: usize, align: usize) -> Option<usize> {
 #[inline(never)]
 pub(super) fn take_slow(tape: &Tape, size: usize, align: usize) -> Option<usize> {
     let generation = tape.generation.load(Relaxed);
-    SLOT.with(|slot| {
-        if slot.tape.get() != tape.id {
-            // Another tape, or none yet: start over, exactly, so that a thread moving between
-            // tapes claims no chunk it would leave behind. The old tape may be gone, so the
-            // rest of its chunk stays where it is.
-            slot.tape.set(tape.id);
-            slot.next.set(0);
-            slot.taken.set(0);
-            forget_chunk(slot, generation);
-        } else if slot.generation.get() != generation {
+    SLOTS_HERE.with(|slots| {
+        let slot = slots.of_or_oldest(tape);
+        if slot.generation.get() != generation {
             // Cleared or rewound: the chunk went with everything else. The thread keeps its
             // pace: it was settled on this tape, and will be again.
-            forget_chunk(slot, generation);
+            slot.forget_chunk(generation, 0);
         }
         refill(tape, slot, size, align)
     })
-}
-
-/// An empty chunk at offset 0 of `generation`: the next claim joins on only if the shared
-/// cursor is at 0 too, which is then exactly right.
-fn forget_chunk(slot: &Slot, generation: u64) {
-    slot.generation.set(generation);
-    slot.cursor.set(0);
-    slot.end.set(0);
 }
 
 fn refill(tape: &Tape, slot: &Slot, size: usize, align: usize) -> Option<usize> {
@@ -159,8 +212,7 @@ fn refill(tape: &Tape, slot: &Slot, size: usize, align: usize) -> Option<usize> 
             let (start, end) = tape.take_exact(size, align)?;
             // An empty chunk just past the take: the first claim joins on if nobody took
             // in between, so a thread settling loses nothing to alignment.
-            slot.cursor.set(end);
-            slot.end.set(end);
+            slot.forget_chunk(slot.generation.get(), end);
             return Some(start);
         }
         slot.next.set(FIRST_CHUNK);
@@ -182,6 +234,7 @@ fn refill(tape: &Tape, slot: &Slot, size: usize, align: usize) -> Option<usize> 
     let may_move = end - cursor <= chunk / 16;
     if let Some((start, new_end)) = tape.claim_thread_chunk(end, chunk, need, may_move) {
         if start != end {
+            slot.start.set(start);
             slot.cursor.set(start);
         }
         slot.end.set(new_end);
@@ -194,4 +247,165 @@ fn refill(tape: &Tape, slot: &Slot, size: usize, align: usize) -> Option<usize> 
     // Too much of this chunk left to abandon, or the tape nearly full: exactly from the
     // shared cursor.
     Some(tape.take_exact(size, align)?.0)
+}
+
+/// A clear or rewind to `offset` through `&mut` (so nothing else takes, and the shared
+/// cursor is plain data until it returns): records the peak, moves the generation on (which
+/// ends every thread's chunk), and hands a thread that was settled on the tape a fresh chunk
+/// at `offset` at once, with a plain store instead of an atomic step, so that its first take
+/// after the clear is a fast one. A thread that never settled on the tape gets nothing. One
+/// look-up of this thread's slots for all of it.
+#[inline(always)]
+pub(super) fn rewind_and_prime(tape: &Tape, offset: usize) {
+    let (cursor, peak) = (&tape.counters.cursor, &tape.counters.peak);
+    let generation = tape.generation.load(Relaxed);
+    // A u64 does not wrap in the life of a process (one rewind a nanosecond: 584 years).
+    let next_generation = generation.wrapping_add(1);
+    let room = (tape.capacity() - offset) / 8;
+    // Small enough to be inlined, as the take that follows is.
+    let (unused, reserved) = SLOTS_HERE.with(|slots| {
+        let Some(slot) = slots.of(tape.id) else {
+            return (0, offset);
+        };
+        let unused = match slot.generation.get() == generation {
+            true => slot.end.get() - slot.cursor.get(),
+            false => 0,
+        };
+        let next = slot.next.get();
+        let len = next.min(room);
+        let end = if next != 0 && len >= MIN_CHUNK {
+            offset + len
+        } else {
+            offset
+        };
+        slot.generation.set(next_generation);
+        slot.start.set(offset);
+        slot.cursor.set(offset);
+        slot.end.set(end);
+        (unused, end)
+    });
+    let used = cursor.load(Relaxed).saturating_sub(unused);
+    peak.store(peak.load(Relaxed).max(used), Relaxed);
+    tape.generation.store(next_generation, Relaxed);
+    cursor.store(reserved, Relaxed);
+}
+
+/// The unused rest of this thread's chunk of `tape`: what [`Tape::used`] leaves out.
+pub(super) fn unused_here(tape: &Tape) -> usize {
+    SLOTS_HERE.with(|slots| {
+        slots
+            .current(tape)
+            .map_or(0, |slot| slot.end.get() - slot.cursor.get())
+    })
+}
+
+/// Where a mark made now on this thread lies, the shared cursor being at `shared`: this
+/// thread's cursor in its chunk when the chunk is the last thing claimed (so a rewind to the
+/// mark frees what this thread takes after it), and `shared` otherwise, after ending this
+/// thread's chunk so that its later takes lie after the mark too.
+pub(super) fn mark_here(tape: &Tape, shared: usize) -> usize {
+    SLOTS_HERE.with(|slots| match slots.current(tape) {
+        Some(slot) if slot.end.get() == shared => slot.cursor.get(),
+        Some(slot) => {
+            slot.forget_chunk(slot.generation.get(), shared);
+            shared
+        }
+        None => shared,
+    })
+}
+
+/// Resizes, in place, the allocation `start..old_end` of this thread's current chunk of
+/// `tape` to `start..new_end`, if it is the last thing handed out from the chunk: growing
+/// within the chunk, or past its end when the chunk ends at the shared cursor (claiming the
+/// bytes with one exchange); shrinking (down to `new_end == start`, a deallocation) gives the
+/// tail back to the chunk. `false`, and nothing changed, otherwise.
+///
+/// Sound: the chunk's bytes from its cursor on are this thread's and nobody's yet; bytes from
+/// `start` to the cursor were handed out by this thread, and the caller owns `start..old_end`,
+/// the last of them. Past the chunk's end, the exchange claims bytes nobody holds, as a claim
+/// does.
+#[cfg(feature = "allocator-api2")]
+pub(super) fn resize_here(tape: &Tape, start: usize, old_end: usize, new_end: usize) -> bool {
+    SLOTS_HERE.with(|slots| {
+        let Some(slot) = slots.current(tape) else {
+            return false;
+        };
+        if start < slot.start.get() || old_end != slot.cursor.get() {
+            return false;
+        }
+        let end = slot.end.get();
+        if new_end < old_end {
+            note_peak(tape, slot);
+        }
+        if new_end > end {
+            let shared = &tape.counters.cursor;
+            if new_end > tape.capacity()
+                || shared
+                    .compare_exchange(end, new_end, crate::sync::Ordering::Acquire, Relaxed)
+                    .is_err()
+            {
+                return false;
+            }
+            slot.end.set(new_end);
+        }
+        slot.cursor.set(new_end);
+        true
+    })
+}
+
+/// Before this thread's cursor in its chunk goes back: the peak hears of what is used now,
+/// which it otherwise learns only at a clear. A load, and a store only for a new peak.
+fn note_peak(tape: &Tape, slot: &Slot) {
+    let shared = tape.counters.cursor.load(Relaxed);
+    let used = shared.saturating_sub(slot.end.get() - slot.cursor.get());
+    let peak = &tape.counters.peak;
+    if used > peak.load(Relaxed) {
+        peak.fetch_max(used, Relaxed);
+    }
+}
+
+/// Where this thread's chunk of `tape` stands: `(start, cursor, end)`, if it has a current one.
+pub(super) fn chunk_here(tape: &Tape) -> Option<(usize, usize, usize)> {
+    SLOTS_HERE.with(|slots| {
+        slots
+            .current(tape)
+            .map(|slot| (slot.start.get(), slot.cursor.get(), slot.end.get()))
+    })
+}
+
+/// Moves this thread's cursor in its current chunk of `tape` back from `from` to `to`, if it
+/// stands at `from` and `to` lies in the chunk: how a scope gives back what it took. `false`
+/// otherwise.
+pub(super) fn rewind_here(tape: &Tape, from: usize, to: usize) -> bool {
+    SLOTS_HERE.with(|slots| match slots.current(tape) {
+        Some(slot) if slot.cursor.get() == from && slot.start.get() <= to && to <= from => {
+            note_peak(tape, slot);
+            slot.cursor.set(to);
+            true
+        }
+        _ => false,
+    })
+}
+
+/// `size` bytes from this thread's current chunk of `tape`, if its cursor stands at `top` and
+/// the chunk reaches down to `floor`: how a scope extends its stretch `floor..top` with no
+/// take of anyone else's in between. `(start, end)`, or `None`, nothing changed.
+#[inline(always)]
+pub(super) fn bump_at(
+    tape: &Tape,
+    floor: usize,
+    top: usize,
+    size: usize,
+    align: usize,
+) -> Option<(usize, usize)> {
+    let base = tape.base();
+    SLOTS_HERE.with(|slots| {
+        let slot = slots.current(tape)?;
+        if slot.cursor.get() != top || slot.start.get() > floor {
+            return None;
+        }
+        let (start, end) = fit(base, top, size, align, slot.end.get())?;
+        slot.cursor.set(end);
+        Some((start, end))
+    })
 }
