@@ -26,9 +26,10 @@
 //! port descriptor), and `Block::from_mach_port` maps the surface it names. Over XPC, the
 //! public route is IOSurface's own XPC object: `IOSurfaceCreateXPCObject` on
 //! `Block::handle`, sent as a value of an XPC dictionary, and `IOSurfaceLookupFromXPCObject`
-//! on the other side, whose surface `Block::from_surface` adopts (see `MachPort`). Global surface IDs are not used: Apple deprecated them as insecure, since any
-//! process could look them up. `Block::from_surface` adopts a surface that another framework
-//! made (a Neural Engine output, a video frame).
+//! on the other side, whose surface `Block::from_surface` adopts (see `MachPort`). Global
+//! surface IDs are not used: Apple deprecated them as insecure, since any process could look
+//! them up. `Block::from_surface` also adopts a surface that another framework made (a Neural
+//! Engine output, a video frame).
 //!
 //! # Memory mapped from another process
 //!

@@ -3,7 +3,7 @@
 //!
 //! Tests that need a second process run this test binary again (`posix_spawn`, never a bare
 //! `fork`: CoreFoundation is unusable in a forked child), one `#[ignore]`d child test at a
-//! time. The Apple CI jobs (macos-14 on Apple silicon, macos-13 on Intel) run them all.
+//! time. The Apple CI jobs (macos-14 on Apple silicon, macos-15-intel on Intel) run them all.
 #![cfg(all(target_vendor = "apple", not(miri)))]
 
 mod mach;

@@ -186,3 +186,40 @@ fn per_thread_chunks_start_afresh_after_a_clear() {
     assert_eq!(guard.offset_of(c.as_ptr()), Some(0));
     assert!(first.1 > 0);
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "leaks on purpose and leaves a thread blocked for ever")]
+fn a_leaked_guard_keeps_its_takes_and_the_tape_uncleared() {
+    let steps: &'static Steps = Box::leak(Box::new(steps(1 << 16)));
+    let leaked: &'static Step<'static> = Box::leak(Box::new(steps.enter()));
+    let kept = leaked.take_fill(64, 0xa5u8).unwrap();
+    let busy = steps.try_clear().unwrap_err();
+    assert_eq!(busy.guards(), 1, "{busy}");
+    // A clear waits for the leaked guard for ever: it must not have cleared after a while,
+    // and no guard gets in meanwhile.
+    let clearer = thread::spawn(|| steps.clear());
+    while steps.try_enter().is_some() {
+        thread::yield_now(); // until the clearer holds new guards off
+    }
+    thread::sleep(Duration::from_millis(50));
+    assert!(!clearer.is_finished(), "cleared under a leaked guard");
+    assert!(kept.iter().all(|&b| b == 0xa5));
+    assert_eq!(leaked.used(), 64, "nothing was cleared");
+    // The clearer stays blocked on the leaked guard; the process ends with it.
+}
+
+#[test]
+fn a_worker_that_panics_leaves_its_step() {
+    let steps = steps(1 << 16);
+    let outcome = thread::scope(|s| {
+        s.spawn(|| {
+            let guard = steps.enter();
+            guard.take_fill(16, 1u8).unwrap();
+            panic!("a worker fails mid-step");
+        })
+        .join()
+    });
+    assert!(outcome.is_err());
+    steps.try_clear().expect("the unwound guard left the step");
+    assert_eq!(steps.enter().used(), 0);
+}

@@ -365,10 +365,13 @@ impl<I: Iterator> CollectIn for I {}
 
 impl Tape {
     /// Collects `iter` into a [`TapeVec`] on this tape: `collect`, with the tape as the place.
-    /// Grows in place while nothing else is taken in between, so no copies are left behind.
-    /// If the tape cannot fit the elements the process aborts, as with every allocation of a
-    /// tape collection (see [`TapeVec`]); [`try_collect_vec`](Tape::try_collect_vec) answers
-    /// with an error instead.
+    /// Room for the iterator's lower size bound is taken first; past it the vector grows as
+    /// any tape collection does: in place where the tape allows it (see the
+    /// [`Allocator`](allocator_api2::alloc::Allocator) impl for `&Tape`), otherwise by
+    /// moving, which leaves the old copy taken until the tape is cleared. If the tape cannot
+    /// fit the elements the process aborts, as with every allocation of a tape collection
+    /// (see [`TapeVec`]); [`try_collect_vec`](Tape::try_collect_vec) answers with an error
+    /// instead.
     ///
     /// ```
     /// let tape = unimem::Tape::start(4096)?;

@@ -105,7 +105,22 @@ pub struct Steps {
 /// One worker's part of a step of [`Steps`]: while it lives the tape is not cleared, and
 /// through it (it dereferences to the [`Tape`]) the worker takes.
 ///
-/// Everything taken through it borrows it: slices, [`Lane`](crate::Lane)s, collections.
+/// Everything taken through it borrows it: slices, [`Lane`](crate::Lane)s, collections. The
+/// pointers [`Tape::take`] returns borrow nothing: the bytes stay the caller's until the next
+/// clear, which may come as soon as the last guard is gone, so dereference them only while a
+/// guard is alive (or a clear is otherwise ruled out).
+///
+/// A guard gives only `&Tape`: the tape's `&mut` calls ([`Tape::clear`],
+/// [`Tape::rewind`]) need [`Steps::get_mut`], which no guard can outlive.
+///
+/// ```compile_fail,E0596
+/// let steps = unimem::Steps::new(unimem::Tape::start(4096)?);
+/// let mut guard = steps.enter();
+/// let xs = guard.take_fill(4, 0u32).unwrap();
+/// guard.clear(); // error[E0596]: cannot borrow data in dereference of `Step<'_>` as mutable
+/// xs[0] = 1;
+/// # Ok::<(), unimem::Error>(())
+/// ```
 #[must_use = "the guard is what lets a worker take; dropping it at once lets the tape clear"]
 pub struct Step<'s> {
     steps: &'s Steps,
