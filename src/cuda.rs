@@ -51,9 +51,14 @@
 //! tape whose block is registered cannot be cleared with it, and a loop that registers once
 //! and clears every step does not compile. Instead:
 //!
-//! - register once, and reset the tape with [`Tape::clear_shared`](crate::Tape::clear_shared),
+//! - put the tape in a [`Steps`](crate::Steps) and register `steps.block()`: workers take
+//!   through [`Steps::enter`](crate::Steps::enter)'s guards, and
+//!   [`Steps::clear`](crate::Steps::clear) needs only `&self`, so the registration and the
+//!   clears live side by side, safely (synchronise with the GPU before the clear: the borrow
+//!   checker knows the CPU's borrows, not the GPU's);
+//! - or register once, and reset the tape with [`Tape::clear_shared`](crate::Tape::clear_shared),
 //!   which takes `&self`, under its contract (nothing taken before the reset is used after it,
-//!   and the GPU is done with it: synchronise first);
+//!   and the GPU is done with it);
 //! - or keep the GPU's memory in a [`Grid`](crate::Grid) and register the grid's block: a
 //!   cell goes back when it is dropped (or [`Grid::give`](crate::Grid::give)n back), through
 //!   `&self`, so nothing needs `&mut`;
@@ -62,21 +67,20 @@
 //!   grows with the block's size.
 //!
 //! ```no_run
-//! use unimem::Tape;
+//! use unimem::{Steps, Tape};
 //!
-//! let tape = Tape::start_warm(64 << 20)?;
-//! let registration = tape.block().register_cuda()?;
+//! let steps = Steps::new(Tape::start_warm(64 << 20)?);
+//! let registration = steps.block().register_cuda()?;
 //! for _step in 0..100 {
 //!     let offset = {
-//!         let batch = tape.take_fill(1 << 16, 1.0f32).unwrap();
-//!         tape.offset_of(batch.as_ptr()).unwrap()
-//!     }; // `batch` ends here: from now on only the GPU touches those bytes
+//!         let step = steps.enter();
+//!         let batch = step.take_fill(1 << 16, 1.0f32).unwrap();
+//!         step.offset_of(batch.as_ptr()).unwrap()
+//!     }; // `batch` and its guard end here: from now on only the GPU touches those bytes
 //!     let device_batch = registration.device_ptr_at(offset);
 //!     // ... run the step's kernels on `device_batch`, then synchronise ...
 //! #   let _ = device_batch;
-//!     // SAFETY: nothing taken from the tape is used after this, the GPU is done with it
-//!     // (synchronised above), and no other thread uses the tape.
-//!     unsafe { tape.clear_shared() };
+//!     steps.clear(); // waits for every guard, so no CPU borrow of the step survives it
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -232,7 +232,11 @@ impl Tape {
     /// [`clear`](Tape::clear); a [`Lane`] gives its chunk back when dropped.
     ///
     /// The bytes are the caller's until the tape is [cleared](Tape::clear), rewound past them
-    /// or dropped; their contents are whatever was there before (zero on a fresh tape).
+    /// or dropped. Their contents are whatever was there before: zeroes on a fresh tape, but
+    /// after a `clear` or `rewind` possibly *uninitialised* bytes (the padding of a value
+    /// taken earlier, a `MaybeUninit` never written), so treat them as `MaybeUninit<u8>`:
+    /// write before you read. The typed takes ([`take_fill`](Tape::take_fill),
+    /// [`take_copy`](Tape::take_copy), ...) do that for you.
     /// `None` is final for this size: the tape never wraps around, and no `size`, however
     /// large, overflows the arithmetic. Alignment is of the address itself, so any power of
     /// two works, including ones above the page size.
