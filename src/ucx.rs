@@ -100,6 +100,15 @@
 //!   until the registration is dropped, so [`Registration::remote_key`] is `unsafe` too, with
 //!   the contract of [handing out a block's descriptor](crate::share).
 //!
+//! # Shared memory on one machine
+//!
+//! UCX's `posix` and `sysv` transports share only memory that UCX allocated itself, not memory
+//! registered by address, so between two processes on one machine a put into a registered
+//! Block is zero-copy only through the `cma` transport (`process_vm_writev`; the processes must
+//! be allowed to ptrace each other). Keep `cma` in `UCX_TLS` (as UCX's default does):
+//! without it, puts over shared memory travel as messages the target's worker copies, several
+//! times slower.
+//!
 //! # Not covered
 //!
 //! RDMA hardware (InfiniBand, RoCE verbs) is untested: the tests run over TCP on loopback and
