@@ -794,6 +794,208 @@ mod linux {
     fn a_forked_child_cannot_touch_a_tapes_memory() {
         run_child("fork_child");
     }
+
+    /// The size of the blocks the fork tests below leave to a child: large, so that the
+    /// child's own mapping of that size would fit nowhere sooner than in the block's range,
+    /// were it left free.
+    const FORKED_BLOCK: usize = 64 << 20;
+
+    /// Maps `len` bytes of anonymous read-write memory, asking for `hint` (not forcing it):
+    /// the kernel places it there when the range is free. Returns where it was placed.
+    fn map_anonymous_near(hint: *mut u8, len: usize) -> *mut u8 {
+        // SAFETY: without MAP_FIXED the hint replaces nothing: the kernel maps new memory
+        // where nothing is mapped.
+        let got = unsafe {
+            libc::mmap(
+                hint.cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if got == libc::MAP_FAILED {
+            // SAFETY: _exit ends the fork's child at once, running nothing of the parent's.
+            unsafe { libc::_exit(4) };
+        }
+        got.cast()
+    }
+
+    /// Waits for the fork's child `pid` and returns its wait status.
+    fn wait_for(pid: libc::pid_t) -> i32 {
+        let mut status = 0;
+        // SAFETY: waits for our own child, writing its status into a valid int.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        status
+    }
+
+    /// Runs in a child process, which it forks: the fork's child maps memory of the block's
+    /// size, asking for the block's own address, before it writes the value its copy of the
+    /// tape handed out. The block's range must stay reserved in the fork's child, so that the
+    /// new memory lands elsewhere and the write faults instead of landing in it.
+    #[test]
+    #[ignore = "runs only as the child of a_forked_childs_new_memory_never_takes_a_blocks_place"]
+    fn fork_map_child() {
+        in_child();
+        let tape = Tape::on(
+            Block::options()
+                .pinning(Pinning::Off)
+                .open(FORKED_BLOCK)
+                .unwrap(),
+        );
+        let value: &mut u64 = tape.take_value(1).unwrap();
+        let at: *mut u64 = &raw mut *value;
+        let (start, end) = (
+            tape.block().as_ptr(),
+            tape.block().as_ptr() as usize + FORKED_BLOCK,
+        );
+        // SAFETY: the fork's child only sets a limit, maps memory, writes it and exits:
+        // nothing that another thread of the parent could have left half done.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: a valid rlimit; no core file for the fault expected next.
+            unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+            let mine = map_anonymous_near(start, FORKED_BLOCK);
+            if (mine as usize) < end && mine as usize + FORKED_BLOCK > start as usize {
+                // SAFETY: _exit ends the fork's child at once, running nothing of the parent's.
+                unsafe { libc::_exit(3) };
+            }
+            // SAFETY: in this process nothing else uses the value; if the range were free or
+            // the child's, this is the write the test catches.
+            unsafe { at.write_volatile(2) };
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) };
+        }
+        let status = wait_for(pid);
+        assert!(
+            !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 3),
+            "the fork's child's new memory was placed over the block it inherited"
+        );
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
+            "the fork's child was not stopped by SIGSEGV when it wrote the block after mapping \
+             memory of its own (wait status {status:#x})"
+        );
+        assert_eq!(*value, 1, "the fork's child wrote the parent's tape value");
+        println!("child fork_map_child: all checks passed");
+    }
+
+    #[test]
+    fn a_forked_childs_new_memory_never_takes_a_blocks_place() {
+        run_child("fork_map_child");
+    }
+
+    /// Runs in a child process, which it forks, and the fork's child forks again: the
+    /// grandchild inherits the child's reservation of the block's range (an ordinary mapping)
+    /// and must fault on the tape's value too, not stop at reserving the range again.
+    #[test]
+    #[ignore = "runs only as the child of a_grandchild_of_fork_cannot_touch_a_tapes_memory"]
+    fn fork_twice_child() {
+        in_child();
+        let tape = Tape::on(Block::options().pinning(Pinning::Off).open(4096).unwrap());
+        let value: &mut u64 = tape.take_value(1).unwrap();
+        let at: *mut u64 = &raw mut *value;
+        // SAFETY: the fork's child only forks, waits, writes memory and exits: nothing that
+        // another thread of the parent could have left half done.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: as above; this process has one thread.
+            let grandchild = unsafe { libc::fork() };
+            if grandchild == 0 {
+                let no_core = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: a valid rlimit; no core file for the fault expected next.
+                unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+                // SAFETY: if the range were reachable, this is the write the test catches.
+                unsafe { at.write_volatile(2) };
+                // SAFETY: _exit ends the process at once, running nothing of the parent's.
+                unsafe { libc::_exit(0) };
+            }
+            let status = if grandchild > 0 {
+                wait_for(grandchild)
+            } else {
+                0
+            };
+            let faulted = libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV;
+            // SAFETY: as above. The exit status says what the grandchild ended with.
+            unsafe { libc::_exit(if faulted { 0 } else { 6 }) };
+        }
+        let status = wait_for(pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the fork's own child was not stopped by SIGSEGV when it wrote the block (wait \
+             status of the fork's child {status:#x}; exit 6: the grandchild ended otherwise)"
+        );
+        assert_eq!(*value, 1, "a grandchild wrote the parent's tape value");
+        println!("child fork_twice_child: all checks passed");
+    }
+
+    #[test]
+    fn a_grandchild_of_fork_cannot_touch_a_tapes_memory() {
+        run_child("fork_twice_child");
+    }
+
+    /// Runs in a child process, which it forks: the fork's child maps memory of its own,
+    /// asking for the block's address, fills it, drops the block it inherited, and checks
+    /// that its memory is still there and unchanged.
+    #[test]
+    #[ignore = "runs only as the child of a_forked_child_dropping_a_block_unmaps_only_that_block"]
+    fn fork_drop_child() {
+        in_child();
+        let block = Block::options()
+            .pinning(Pinning::Off)
+            .open(FORKED_BLOCK)
+            .unwrap();
+        let start = block.as_ptr();
+        // SAFETY: the fork's child only maps and writes memory, drops the block (munmap and
+        // close) and exits: nothing that another thread of the parent could have left half
+        // done.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: a valid rlimit; no core file if the memory is gone.
+            unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+            let mine = map_anonymous_near(start, FORKED_BLOCK);
+            // SAFETY: `mine` is FORKED_BLOCK writable bytes of this process's own.
+            let bytes = unsafe { core::slice::from_raw_parts_mut(mine, FORKED_BLOCK) };
+            bytes.fill(0xa5);
+            drop(block);
+            // If dropping the block unmapped `mine`, this read faults.
+            let intact = bytes.iter().all(|&byte| byte == 0xa5);
+            // SAFETY: _exit ends the fork's child at once, running nothing of the parent's.
+            unsafe { libc::_exit(if intact { 0 } else { 5 }) };
+        }
+        let status = wait_for(pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the fork's child lost memory of its own when it dropped the block it inherited \
+             (wait status {status:#x}: a SIGSEGV or exit 5 means it was unmapped or changed)"
+        );
+        // The parent's block is untouched by the child's drop.
+        // SAFETY: nothing else uses the block.
+        unsafe { block.as_ptr().write(7) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { block.as_ptr().read() }, 7);
+        println!("child fork_drop_child: all checks passed");
+    }
+
+    #[test]
+    fn a_forked_child_dropping_a_block_unmaps_only_that_block() {
+        run_child("fork_drop_child");
+    }
 }
 
 #[cfg(all(target_vendor = "apple", not(miri)))]

@@ -28,6 +28,57 @@ pub const PROT_WRITE: c_int = 2;
 pub const MAP_SHARED: c_int = 1;
 /// What `mmap` returns on failure.
 pub const MAP_FAILED: *mut c_void = !0 as *mut c_void;
+/// Pages may not be accessed at all.
+pub const PROT_NONE: c_int = 0;
+/// A copy-on-write mapping of this process's own.
+pub const MAP_PRIVATE: c_int = 2;
+/// Memory backed by no file.
+#[cfg(not(any(
+    target_arch = "mips",
+    target_arch = "mips32r6",
+    target_arch = "mips64",
+    target_arch = "mips64r6"
+)))]
+pub const MAP_ANONYMOUS: c_int = 0x20;
+/// Memory backed by no file: MIPS numbers its mapping flags its own way.
+#[cfg(any(
+    target_arch = "mips",
+    target_arch = "mips32r6",
+    target_arch = "mips64",
+    target_arch = "mips64r6"
+))]
+pub const MAP_ANONYMOUS: c_int = 0x800;
+/// Reserve no swap space for the mapping.
+#[cfg(not(any(
+    target_arch = "mips",
+    target_arch = "mips32r6",
+    target_arch = "mips64",
+    target_arch = "mips64r6",
+    target_arch = "powerpc",
+    target_arch = "powerpc64",
+    target_arch = "sparc",
+    target_arch = "sparc64"
+)))]
+pub const MAP_NORESERVE: c_int = 0x4000;
+/// Reserve no swap space for the mapping (MIPS's value).
+#[cfg(any(
+    target_arch = "mips",
+    target_arch = "mips32r6",
+    target_arch = "mips64",
+    target_arch = "mips64r6"
+))]
+pub const MAP_NORESERVE: c_int = 0x400;
+/// Reserve no swap space for the mapping (PowerPC's and SPARC's value).
+#[cfg(any(
+    target_arch = "powerpc",
+    target_arch = "powerpc64",
+    target_arch = "sparc",
+    target_arch = "sparc64"
+))]
+pub const MAP_NORESERVE: c_int = 0x40;
+/// Map exactly at the address given, failing with `EEXIST` where something is mapped already
+/// (Linux 4.17; older kernels ignore the flag and take the address as a hint).
+pub const MAP_FIXED_NOREPLACE: c_int = 0x10_0000;
 
 /// `EPERM`: not permitted (a seal forbids it, or the descriptor lacks write access).
 pub const EPERM: c_int = 1;
@@ -270,4 +321,10 @@ unsafe extern "C" {
     pub fn recvmsg(socket: c_int, message: *mut msghdr, flags: c_int) -> isize;
     pub fn fstatfs(fd: c_int, buf: *mut statfs) -> c_int;
     pub fn syscall(number: c_long, ...) -> c_long;
+    pub fn pthread_atfork(
+        prepare: Option<unsafe extern "C" fn()>,
+        parent: Option<unsafe extern "C" fn()>,
+        child: Option<unsafe extern "C" fn()>,
+    ) -> c_int;
+    pub fn write(fd: c_int, buf: *const c_void, count: usize) -> isize;
 }

@@ -95,6 +95,11 @@ const _: () = {
     same_constant!(linux::PROT_READ, libc::PROT_READ);
     same_constant!(linux::PROT_WRITE, libc::PROT_WRITE);
     same_constant!(linux::MAP_SHARED, libc::MAP_SHARED);
+    same_constant!(linux::PROT_NONE, libc::PROT_NONE);
+    same_constant!(linux::MAP_PRIVATE, libc::MAP_PRIVATE);
+    same_constant!(linux::MAP_ANONYMOUS, libc::MAP_ANONYMOUS);
+    same_constant!(linux::MAP_NORESERVE, libc::MAP_NORESERVE);
+    same_constant!(linux::MAP_FIXED_NOREPLACE, libc::MAP_FIXED_NOREPLACE);
     same_constant!(linux::EINVAL, libc::EINVAL);
     same_integer!(linux::off_t, libc::off_t);
     same_constant!(linux::MFD_CLOEXEC, libc::MFD_CLOEXEC);
@@ -145,6 +150,15 @@ const _: () = {
 const _: () = {
     same_constant!(super::linux::O_ACCMODE, libc::O_ACCMODE);
 };
+
+/// The signature of `write`, which the fork handling calls, against libc's: our declaration
+/// coerces to a pointer of libc's function type only if every type matches. libc declares no
+/// `pthread_atfork` for Linux: ours is POSIX's (`int pthread_atfork(void (*)(void),
+/// void (*)(void), void (*)(void))`), and the fork tests in `tests/block.rs` fail unless its
+/// handlers run.
+#[cfg(target_os = "linux")]
+const _: unsafe extern "C" fn(libc::c_int, *const libc::c_void, libc::size_t) -> libc::ssize_t =
+    super::linux::write;
 
 /// A pointer constant cannot be compared in a const.
 #[cfg(target_os = "linux")]

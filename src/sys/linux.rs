@@ -6,7 +6,7 @@
 //! and why the size is read only after them, is written once, in the `share` module's docs
 //! ("Sealing before sizing").
 
-use super::{Backend, Huge, Numa, Region, unix};
+use super::{Backend, Huge, Numa, Region, fork, unix};
 use crate::error::Error;
 use crate::ffi::linux;
 use core::ffi::c_int;
@@ -74,9 +74,12 @@ impl Backend for Imp {
     }
 
     unsafe fn release(region: &mut Region) {
+        fork::unregister(region.ptr);
         // SAFETY: we mapped exactly this range in `map`, and nothing uses it after the
-        // region's drop (the caller's promise). The descriptor is closed afterwards, by
-        // OwnedFd's own drop.
+        // region's drop (the caller's promise). In a child made by `fork` that inherited the
+        // region, the range is the child's own inaccessible reservation of it (`fork.rs`),
+        // made before `fork` returned there; unmapping it unmaps nothing else. The descriptor
+        // (the child's own copy, in a child) is closed afterwards, by OwnedFd's own drop.
         unsafe { linux::munmap(region.ptr.as_ptr().cast(), region.len) };
     }
 
@@ -246,14 +249,19 @@ impl Region {
         };
         // A child made by `fork` would get this shared mapping beside its own copy of every
         // tape cursor and grid bitmap over it, and both processes would hand out the same
-        // bytes. Leave the mapping out of children: what a child inherits faults when touched,
-        // and a child that should share the block is sent its fd.
+        // bytes. Leave the mapping out of children, and have them reserve its range
+        // inaccessible (`fork.rs`): what a child inherits faults when touched, and a child
+        // that should share the block is sent its fd.
         // SAFETY: the range is the mapping just made; the advice changes no byte of it.
         let rc = unsafe { linux::madvise(ptr.as_ptr().cast(), len, linux::MADV_DONTFORK) };
         if rc != 0 {
             // `region` is dropped here, which unmaps it and closes the descriptor.
             return Err(os_error("madvise(MADV_DONTFORK)"));
         }
+        fork::register(ptr, len).map_err(|source| Error::Os {
+            call: "pthread_atfork",
+            source,
+        })?;
         Ok(region)
     }
 

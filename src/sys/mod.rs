@@ -17,6 +17,8 @@ backend! {
         mod imp;
         #[cfg(target_os = "linux")]
         mod scm;
+        #[cfg(target_os = "linux")]
+        mod fork;
 
         #[cfg(target_os = "linux")]
         pub(crate) use {imp::Access, scm::{recv_fd, send_fd}};
