@@ -133,8 +133,10 @@ pub struct Tape {
     /// got the same address.
     id: u64,
     /// Moves on at every clear and rewind, so that every thread's chunk (see `per_thread`)
-    /// taken before is known to be gone. Read by every take, written only when nothing else
-    /// runs: on the line after `counters`, with the block's address and length.
+    /// taken before is known to be gone. Unique among the generations of all tapes, ever
+    /// (see [`next_generation`]), so that it alone says whose chunk a thread's slot holds and
+    /// whether it is current: one comparison per take. Read by every take, written only when
+    /// nothing else runs: on the line after `counters`, with the block's address and length.
     generation: AtomicU64,
     block: Block,
 }
@@ -147,6 +149,40 @@ static NEXT_ID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::n
 /// is 584 years), so a counter never wraps.
 fn fresh_id() -> u64 {
     NEXT_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
+}
+
+/// How many generations a tape takes in one go: a run of them is the tape's alone.
+const GENERATION_RUN: u64 = 1 << 16;
+
+/// Hands out runs of generations, as `NEXT_ID` hands out identities (real atomics for the
+/// same reason).
+static NEXT_RUN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+
+/// The first generation of a fresh run, never 0 (which marks a thread's empty slot) and never
+/// one that any tape had before. A run is drawn only when a tape is made and once every
+/// `GENERATION_RUN` clears, so the 2^48 runs last 584 years at one draw every 65 µs; should
+/// they ever run out, this panics rather than hand out a generation twice.
+#[cold]
+#[inline(never)]
+fn fresh_generation_run() -> u64 {
+    let run = NEXT_RUN.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    assert!(
+        run < u64::MAX / GENERATION_RUN,
+        "unimem: this process has used up every tape generation (2^48 runs of 2^16)"
+    );
+    run * GENERATION_RUN
+}
+
+/// The generation after `generation`, of the same tape: the next one in its run, or the first
+/// of a fresh run. Unique like every generation, so a thread's chunk of another tape, or of an
+/// earlier generation of this one, never passes for current.
+#[inline(always)]
+fn next_generation(generation: u64) -> u64 {
+    let next = generation + 1;
+    if next % GENERATION_RUN == 0 {
+        return fresh_generation_run();
+    }
+    next
 }
 
 struct Counters {
@@ -377,7 +413,7 @@ impl Tape {
                 contended: AtomicBool::new(false),
             }),
             id: fresh_id(),
-            generation: AtomicU64::new(0),
+            generation: AtomicU64::new(fresh_generation_run()),
             block,
         }
     }
@@ -972,9 +1008,8 @@ impl Tape {
         peak.store(peak.load(Relaxed).max(used), Relaxed);
         cursor.store(offset, Relaxed);
         // Every thread's chunk is of the old generation now, so none hands out a byte again.
-        // A u64 does not wrap in the life of a process (one rewind a nanosecond: 584 years).
         let generation = &self.generation;
-        generation.store(generation.load(Relaxed).wrapping_add(1), Relaxed);
+        generation.store(next_generation(generation.load(Relaxed)), Relaxed);
     }
 
     /// The byte `offset` bytes into the block.

@@ -79,7 +79,9 @@ pub(super) const CAS_UNTIL_CONTENDED: bool =
 struct Slot {
     /// The tape's identity ([`Tape::id`]); 0, which no tape has, for none.
     tape: Cell<u64>,
-    /// The tape's generation when the chunk was claimed: any other means it was cleared.
+    /// The tape's generation when the chunk was claimed: any other means it was cleared. No
+    /// other tape ever has this generation, so a slot whose generation is a tape's current
+    /// one holds that tape's current chunk, whatever `tape` is compared. 0 for none.
     generation: Cell<u64>,
     /// Offset of the chunk's first byte: the thread owns everything it handed out from
     /// `start..cursor`, so resizing in place never reaches below it. A chunk that grows in
@@ -140,12 +142,19 @@ impl Slots {
         self.slots.iter().find(|slot| slot.tape.get() == tape)
     }
 
-    /// The slot holding a chunk of `tape` of `generation`, if any.
+    /// The slot holding the current chunk of a tape whose generation is `generation`, if any:
+    /// generations are unique to their tape, so one comparison a slot finds it.
+    #[inline(always)]
+    fn of_generation(&self, generation: u64) -> Option<&Slot> {
+        self.slots
+            .iter()
+            .find(|slot| slot.generation.get() == generation)
+    }
+
+    /// The slot holding a chunk of `tape` of its current generation, if any.
     #[inline(always)]
     fn current(&self, tape: &Tape) -> Option<&Slot> {
-        let generation = tape.generation.load(Relaxed);
-        self.of(tape.id)
-            .filter(|slot| slot.generation.get() == generation)
+        self.of_generation(tape.generation.load(Relaxed))
     }
 
     /// The slot for `tape`, taking over the oldest one if it has none: the rest of that
@@ -176,10 +185,7 @@ pub(super) fn bump(tape: &Tape, size: usize, align: usize) -> Option<usize> {
     let generation = tape.generation.load(Relaxed);
     let base = tape.base();
     SLOTS_HERE.with(|slots| {
-        let slot = slots.of(tape.id)?;
-        if slot.generation.get() != generation {
-            return None;
-        }
+        let slot = slots.of_generation(generation)?;
         let (start, end) = fit(base, slot.cursor.get(), size, align, slot.end.get())?;
         slot.cursor.set(end);
         Some(start)
@@ -259,17 +265,17 @@ fn refill(tape: &Tape, slot: &Slot, size: usize, align: usize) -> Option<usize> 
 pub(super) fn rewind_and_prime(tape: &Tape, offset: usize) {
     let (cursor, peak) = (&tape.counters.cursor, &tape.counters.peak);
     let generation = tape.generation.load(Relaxed);
-    // A u64 does not wrap in the life of a process (one rewind a nanosecond: 584 years).
-    let next_generation = generation.wrapping_add(1);
+    let next_generation = super::next_generation(generation);
     let room = (tape.capacity() - offset) / 8;
     // Small enough to be inlined, as the take that follows is.
     let (unused, reserved) = SLOTS_HERE.with(|slots| {
-        let Some(slot) = slots.of(tape.id) else {
-            return (0, offset);
-        };
-        let unused = match slot.generation.get() == generation {
-            true => slot.end.get() - slot.cursor.get(),
-            false => 0,
+        // The usual case, a thread clearing the tape it takes from: its current chunk.
+        let (slot, unused) = match slots.of_generation(generation) {
+            Some(slot) => (slot, slot.end.get() - slot.cursor.get()),
+            None => match slots.of(tape.id) {
+                Some(slot) => (slot, 0),
+                None => return (0, offset),
+            },
         };
         let next = slot.next.get();
         let len = next.min(room);
@@ -285,7 +291,12 @@ pub(super) fn rewind_and_prime(tape: &Tape, offset: usize) {
         (unused, end)
     });
     let used = cursor.load(Relaxed).saturating_sub(unused);
-    peak.store(peak.load(Relaxed).max(used), Relaxed);
+    // A store only for a new peak: in a steady loop of steps the peak stays put, and an
+    // unconditional `max` and store would chain every clear to the one before it through
+    // memory (store, reload, compare), which a predicted branch does not.
+    if used > peak.load(Relaxed) {
+        peak.store(used, Relaxed);
+    }
     tape.generation.store(next_generation, Relaxed);
     cursor.store(reserved, Relaxed);
 }
