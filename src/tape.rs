@@ -339,7 +339,7 @@ impl Tape {
     #[doc(alias = "reset")]
     #[inline]
     pub fn clear(&mut self) {
-        per_thread::rewind_and_prime(self, 0);
+        per_thread::clear_and_prime(self);
     }
 
     /// Like [`start`](Tape::start), but every page is resident before it returns, so that no

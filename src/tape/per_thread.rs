@@ -93,6 +93,10 @@ struct Slot {
     end: Cell<usize>,
     /// What the next claim asks for; 0 while the thread is not settled on the tape.
     next: Cell<usize>,
+    /// The chunk a clear hands this thread (see [`rewind_and_prime`]): `next`, cut to an
+    /// eighth of the tape, or 0 where that is below [`MIN_CHUNK`]. Worked out whenever `next`
+    /// changes (a claim, on the slow path), so that a clear only loads it.
+    primed: Cell<usize>,
     /// Bytes taken from this tape while not settled, up to `SETTLE`.
     taken: Cell<usize>,
 }
@@ -107,8 +111,15 @@ impl Slot {
             cursor: Cell::new(0),
             end: Cell::new(0),
             next: Cell::new(0),
+            primed: Cell::new(0),
             taken: Cell::new(0),
         }
+    }
+
+    /// Sets what the next claim of `tape` asks for, and so what a clear hands the thread.
+    fn set_next(&self, tape: &Tape, next: usize) {
+        self.next.set(next);
+        self.primed.set(primed_len(next, tape.capacity() / 8));
     }
 
     /// An empty chunk at `offset` of `generation`: the next claim joins on only if the
@@ -169,7 +180,7 @@ impl Slots {
         self.oldest.set((oldest + 1) % SLOTS);
         let slot = &self.slots[oldest];
         slot.tape.set(tape.id);
-        slot.next.set(0);
+        slot.set_next(tape, 0);
         slot.taken.set(0);
         slot.forget_chunk(tape.generation.load(Relaxed), 0);
         slot
@@ -221,7 +232,7 @@ fn refill(tape: &Tape, slot: &Slot, size: usize, align: usize) -> Option<usize> 
             slot.forget_chunk(slot.generation.get(), end);
             return Some(start);
         }
-        slot.next.set(FIRST_CHUNK);
+        slot.set_next(tape, FIRST_CHUNK);
     }
     let chunk = slot.next.get();
     let grown = (chunk * 2).min(MAX_CHUNK);
@@ -231,7 +242,7 @@ fn refill(tape: &Tape, slot: &Slot, size: usize, align: usize) -> Option<usize> 
     if need > chunk / 4 {
         // Too large to carve from a chunk without wasting much of it. The thread takes big
         // pieces, so its next chunk may be bigger.
-        slot.next.set(grown);
+        slot.set_next(tape, grown);
         return Some(tape.take_exact(size, align)?.0);
     }
     let (cursor, end) = (slot.cursor.get(), slot.end.get());
@@ -244,7 +255,7 @@ fn refill(tape: &Tape, slot: &Slot, size: usize, align: usize) -> Option<usize> 
             slot.cursor.set(start);
         }
         slot.end.set(new_end);
-        slot.next.set(grown);
+        slot.set_next(tape, grown);
         let (start, end) = fit(tape.base(), slot.cursor.get(), size, align, new_end)
             .expect("a claimed chunk fits the request it was claimed for");
         slot.cursor.set(end);
@@ -263,32 +274,33 @@ fn refill(tape: &Tape, slot: &Slot, size: usize, align: usize) -> Option<usize> 
 /// look-up of this thread's slots for all of it.
 #[inline(always)]
 pub(super) fn rewind_and_prime(tape: &Tape, offset: usize) {
+    let room = (tape.capacity() - offset) / 8;
+    rewind_and_prime_with(tape, offset, |slot| primed_len(slot.next.get(), room));
+}
+
+/// [`rewind_and_prime`] to 0: the chunk to hand is the one worked out at the last claim, a
+/// load. A function of its own, so that what it inlines is only what a clear runs.
+#[inline(always)]
+pub(super) fn clear_and_prime(tape: &Tape) {
+    rewind_and_prime_with(tape, 0, |slot| slot.primed.get());
+}
+
+/// [`rewind_and_prime`], `chunk` saying how long a chunk to hand the thread's slot.
+#[inline(always)]
+fn rewind_and_prime_with(tape: &Tape, offset: usize, chunk: impl FnOnce(&Slot) -> usize) {
     let (cursor, peak) = (&tape.counters.cursor, &tape.counters.peak);
     let generation = tape.generation.load(Relaxed);
     let next_generation = super::next_generation(generation);
-    let room = (tape.capacity() - offset) / 8;
     // Small enough to be inlined, as the take that follows is.
     let (unused, reserved) = SLOTS_HERE.with(|slots| {
         // The usual case, a thread clearing the tape it takes from: its current chunk.
-        let (slot, unused) = match slots.of_generation(generation) {
-            Some(slot) => (slot, slot.end.get() - slot.cursor.get()),
-            None => match slots.of(tape.id) {
-                Some(slot) => (slot, 0),
-                None => return (0, offset),
-            },
-        };
-        let next = slot.next.get();
-        let len = next.min(room);
-        let end = if next != 0 && len >= MIN_CHUNK {
-            offset + len
-        } else {
-            offset
-        };
-        slot.generation.set(next_generation);
-        slot.start.set(offset);
-        slot.cursor.set(offset);
-        slot.end.set(end);
-        (unused, end)
+        match slots.of_generation(generation) {
+            Some(slot) => {
+                let unused = slot.end.get() - slot.cursor.get();
+                (unused, prime(slot, offset, chunk(slot), next_generation))
+            }
+            None => (0, prime_stale(tape, slots, offset, next_generation)),
+        }
     });
     let used = cursor.load(Relaxed).saturating_sub(unused);
     // A store only for a new peak: in a steady loop of steps the peak stays put, and an
@@ -299,6 +311,45 @@ pub(super) fn rewind_and_prime(tape: &Tape, offset: usize) {
     }
     tape.generation.store(next_generation, Relaxed);
     cursor.store(reserved, Relaxed);
+}
+
+/// Hands `slot` a fresh chunk of `len` bytes at `offset` of `generation`, and returns its end.
+#[inline(always)]
+fn prime(slot: &Slot, offset: usize, len: usize, generation: u64) -> usize {
+    let end = offset + len;
+    slot.generation.set(generation);
+    slot.start.set(offset);
+    slot.cursor.set(offset);
+    slot.end.set(end);
+    end
+}
+
+/// [`prime`] for a thread whose chunk of `tape` is not current (it was cleared by another
+/// thread, or the thread took nothing since), or which has no slot for it (then nothing is
+/// handed, and the cursor goes to `offset`). Out of line, so that the usual clear stays small
+/// enough to be inlined.
+#[cold]
+#[inline(never)]
+fn prime_stale(tape: &Tape, slots: &Slots, offset: usize, generation: u64) -> usize {
+    match slots.of(tape.id) {
+        Some(slot) => {
+            let len = primed_len(slot.next.get(), (tape.capacity() - offset) / 8);
+            prime(slot, offset, len, generation)
+        }
+        None => offset,
+    }
+}
+
+/// How long a chunk a clear or rewind hands a thread whose next claim asks for `next`, where
+/// `room` is an eighth of what is then free: the same bounds as a claim (at most `room`, and
+/// none below [`MIN_CHUNK`]; none for a thread not settled, whose `next` is 0).
+#[inline(always)]
+fn primed_len(next: usize, room: usize) -> usize {
+    let len = next.min(room);
+    match len >= MIN_CHUNK {
+        true => len,
+        false => 0,
+    }
 }
 
 /// The unused rest of this thread's chunk of `tape`: what [`Tape::used`] leaves out.
