@@ -1086,7 +1086,22 @@ fn bad_align(align: usize) -> ! {
 
 #[cfg(test)]
 mod tests {
-    use super::fit;
+    use super::{GENERATION_RUN, fit, fresh_generation_run, next_generation};
+
+    #[test]
+    fn a_tape_that_uses_up_its_run_of_generations_draws_a_fresh_one() {
+        let first = fresh_generation_run();
+        assert_ne!(first, 0, "0 marks a thread's empty slot");
+        assert_eq!(next_generation(first), first + 1);
+        let last = first + GENERATION_RUN - 1;
+        let next = next_generation(last);
+        assert_eq!(next % GENERATION_RUN, 0, "the first of a run");
+        assert!(
+            next > last,
+            "runs are drawn in order, so no earlier generation comes back"
+        );
+        assert_ne!(next_generation(last), next, "every run is drawn once");
+    }
 
     #[test]
     fn fit_aligns_offsets_within_the_base_alignment() {
