@@ -133,8 +133,10 @@ pub struct Tape {
     /// got the same address.
     id: u64,
     /// Moves on at every clear and rewind, so that every thread's chunk (see `per_thread`)
-    /// taken before is known to be gone. Read by every take, written only when nothing else
-    /// runs: on the line after `counters`, with the block's address and length.
+    /// taken before is known to be gone. Unique among the generations of all tapes, ever
+    /// (see [`next_generation`]), so that it alone says whose chunk a thread's slot holds and
+    /// whether it is current: one comparison per take. Read by every take, written only when
+    /// nothing else runs: on the line after `counters`, with the block's address and length.
     generation: AtomicU64,
     block: Block,
 }
@@ -147,6 +149,44 @@ static NEXT_ID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::n
 /// is 584 years), so a counter never wraps.
 fn fresh_id() -> u64 {
     NEXT_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
+}
+
+/// How many generations a tape takes in one go: a run of them is the tape's alone. (Short
+/// under Miri, so that its tests cross from one run to the next in a few clears.)
+#[cfg(not(miri))]
+const GENERATION_RUN: u64 = 1 << 16;
+#[cfg(miri)]
+const GENERATION_RUN: u64 = 1 << 4;
+
+/// Hands out runs of generations, as `NEXT_ID` hands out identities (real atomics for the
+/// same reason).
+static NEXT_RUN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+
+/// The first generation of a fresh run, never 0 (which marks a thread's empty slot) and never
+/// one that any tape had before. A run is drawn only when a tape is made and once every
+/// `GENERATION_RUN` clears, so the 2^48 runs last 584 years at one draw every 65 µs; should
+/// they ever run out, this panics rather than hand out a generation twice.
+#[cold]
+#[inline(never)]
+fn fresh_generation_run() -> u64 {
+    let run = NEXT_RUN.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    assert!(
+        run < u64::MAX / GENERATION_RUN,
+        "unimem: this process has used up every tape generation (2^48 runs of 2^16)"
+    );
+    run * GENERATION_RUN
+}
+
+/// The generation after `generation`, of the same tape: the next one in its run, or the first
+/// of a fresh run. Unique like every generation, so a thread's chunk of another tape, or of an
+/// earlier generation of this one, never passes for current.
+#[inline(always)]
+fn next_generation(generation: u64) -> u64 {
+    let next = generation + 1;
+    if next % GENERATION_RUN == 0 {
+        return fresh_generation_run();
+    }
+    next
 }
 
 struct Counters {
@@ -307,7 +347,7 @@ impl Tape {
     #[doc(alias = "reset")]
     #[inline]
     pub fn clear(&mut self) {
-        per_thread::rewind_and_prime(self, 0);
+        per_thread::clear_and_prime(self);
     }
 
     /// Like [`start`](Tape::start), but every page is resident before it returns, so that no
@@ -381,7 +421,7 @@ impl Tape {
                 contended: AtomicBool::new(false),
             }),
             id: fresh_id(),
-            generation: AtomicU64::new(0),
+            generation: AtomicU64::new(fresh_generation_run()),
             block,
         }
     }
@@ -976,9 +1016,8 @@ impl Tape {
         peak.store(peak.load(Relaxed).max(used), Relaxed);
         cursor.store(offset, Relaxed);
         // Every thread's chunk is of the old generation now, so none hands out a byte again.
-        // A u64 does not wrap in the life of a process (one rewind a nanosecond: 584 years).
         let generation = &self.generation;
-        generation.store(generation.load(Relaxed).wrapping_add(1), Relaxed);
+        generation.store(next_generation(generation.load(Relaxed)), Relaxed);
     }
 
     /// The byte `offset` bytes into the block.
@@ -1055,7 +1094,22 @@ fn bad_align(align: usize) -> ! {
 
 #[cfg(test)]
 mod tests {
-    use super::fit;
+    use super::{GENERATION_RUN, fit, fresh_generation_run, next_generation};
+
+    #[test]
+    fn a_tape_that_uses_up_its_run_of_generations_draws_a_fresh_one() {
+        let first = fresh_generation_run();
+        assert_ne!(first, 0, "0 marks a thread's empty slot");
+        assert_eq!(next_generation(first), first + 1);
+        let last = first + GENERATION_RUN - 1;
+        let next = next_generation(last);
+        assert_eq!(next % GENERATION_RUN, 0, "the first of a run");
+        assert!(
+            next > last,
+            "runs are drawn in order, so no earlier generation comes back"
+        );
+        assert_ne!(next_generation(last), next, "every run is drawn once");
+    }
 
     #[test]
     fn fit_aligns_offsets_within_the_base_alignment() {

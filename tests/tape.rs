@@ -721,6 +721,30 @@ fn a_clear_leaves_the_clearing_thread_a_chunk_that_nobody_else_gets() {
 }
 
 #[test]
+fn clears_past_a_run_of_generations_keep_chunks_right_on_both_tapes() {
+    // A tape draws a fresh run of generations every 2^16 clears (2^4 under Miri): the clearing
+    // thread keeps getting a chunk at 0, and its chunk of another tape is neither ended nor
+    // mistaken for one of the cleared tape.
+    let clears = if cfg!(miri) { 40 } else { (1 << 16) + 3 };
+    let mut cleared = tape(1 << 20);
+    let other = tape(1 << 20);
+    take_64s(&cleared, 100);
+    take_64s(&other, 100);
+    let next_there = offset(&other, other.take(64, 8).unwrap()) + 64;
+    for step in 0..clears {
+        cleared.clear();
+        assert_eq!(
+            offset(&cleared, cleared.take(64, 8).unwrap()),
+            0,
+            "step {step}"
+        );
+    }
+    assert_eq!((cleared.used(), cleared.peak()), (64, 6400));
+    assert_eq!(offset(&other, other.take(64, 8).unwrap()), next_there);
+    assert_eq!(other.used(), 6400 + 128);
+}
+
+#[test]
 fn a_thread_that_never_took_gets_no_chunk_from_a_clear() {
     let mut tape = tape(1 << 20);
     std::thread::scope(|s| {

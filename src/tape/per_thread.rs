@@ -79,7 +79,9 @@ pub(super) const CAS_UNTIL_CONTENDED: bool =
 struct Slot {
     /// The tape's identity ([`Tape::id`]); 0, which no tape has, for none.
     tape: Cell<u64>,
-    /// The tape's generation when the chunk was claimed: any other means it was cleared.
+    /// The tape's generation when the chunk was claimed: any other means it was cleared. No
+    /// other tape ever has this generation, so a slot whose generation is a tape's current
+    /// one holds that tape's current chunk, whatever `tape` is compared. 0 for none.
     generation: Cell<u64>,
     /// Offset of the chunk's first byte: the thread owns everything it handed out from
     /// `start..cursor`, so resizing in place never reaches below it. A chunk that grows in
@@ -91,6 +93,10 @@ struct Slot {
     end: Cell<usize>,
     /// What the next claim asks for; 0 while the thread is not settled on the tape.
     next: Cell<usize>,
+    /// The chunk a clear hands this thread (see [`rewind_and_prime`]): `next`, cut to an
+    /// eighth of the tape, or 0 where that is below [`MIN_CHUNK`]. Worked out whenever `next`
+    /// changes (a claim, on the slow path), so that a clear only loads it.
+    primed: Cell<usize>,
     /// Bytes taken from this tape while not settled, up to `SETTLE`.
     taken: Cell<usize>,
 }
@@ -105,8 +111,15 @@ impl Slot {
             cursor: Cell::new(0),
             end: Cell::new(0),
             next: Cell::new(0),
+            primed: Cell::new(0),
             taken: Cell::new(0),
         }
+    }
+
+    /// Sets what the next claim of `tape` asks for, and so what a clear hands the thread.
+    fn set_next(&self, tape: &Tape, next: usize) {
+        self.next.set(next);
+        self.primed.set(primed_len(next, tape.capacity() / 8));
     }
 
     /// An empty chunk at `offset` of `generation`: the next claim joins on only if the
@@ -140,12 +153,19 @@ impl Slots {
         self.slots.iter().find(|slot| slot.tape.get() == tape)
     }
 
-    /// The slot holding a chunk of `tape` of `generation`, if any.
+    /// The slot holding the current chunk of a tape whose generation is `generation`, if any:
+    /// generations are unique to their tape, so one comparison a slot finds it.
+    #[inline(always)]
+    fn of_generation(&self, generation: u64) -> Option<&Slot> {
+        self.slots
+            .iter()
+            .find(|slot| slot.generation.get() == generation)
+    }
+
+    /// The slot holding a chunk of `tape` of its current generation, if any.
     #[inline(always)]
     fn current(&self, tape: &Tape) -> Option<&Slot> {
-        let generation = tape.generation.load(Relaxed);
-        self.of(tape.id)
-            .filter(|slot| slot.generation.get() == generation)
+        self.of_generation(tape.generation.load(Relaxed))
     }
 
     /// The slot for `tape`, taking over the oldest one if it has none: the rest of that
@@ -160,7 +180,7 @@ impl Slots {
         self.oldest.set((oldest + 1) % SLOTS);
         let slot = &self.slots[oldest];
         slot.tape.set(tape.id);
-        slot.next.set(0);
+        slot.set_next(tape, 0);
         slot.taken.set(0);
         slot.forget_chunk(tape.generation.load(Relaxed), 0);
         slot
@@ -176,10 +196,7 @@ pub(super) fn bump(tape: &Tape, size: usize, align: usize) -> Option<usize> {
     let generation = tape.generation.load(Relaxed);
     let base = tape.base();
     SLOTS_HERE.with(|slots| {
-        let slot = slots.of(tape.id)?;
-        if slot.generation.get() != generation {
-            return None;
-        }
+        let slot = slots.of_generation(generation)?;
         let (start, end) = fit(base, slot.cursor.get(), size, align, slot.end.get())?;
         slot.cursor.set(end);
         Some(start)
@@ -215,7 +232,7 @@ fn refill(tape: &Tape, slot: &Slot, size: usize, align: usize) -> Option<usize> 
             slot.forget_chunk(slot.generation.get(), end);
             return Some(start);
         }
-        slot.next.set(FIRST_CHUNK);
+        slot.set_next(tape, FIRST_CHUNK);
     }
     let chunk = slot.next.get();
     let grown = (chunk * 2).min(MAX_CHUNK);
@@ -225,7 +242,7 @@ fn refill(tape: &Tape, slot: &Slot, size: usize, align: usize) -> Option<usize> 
     if need > chunk / 4 {
         // Too large to carve from a chunk without wasting much of it. The thread takes big
         // pieces, so its next chunk may be bigger.
-        slot.next.set(grown);
+        slot.set_next(tape, grown);
         return Some(tape.take_exact(size, align)?.0);
     }
     let (cursor, end) = (slot.cursor.get(), slot.end.get());
@@ -238,7 +255,7 @@ fn refill(tape: &Tape, slot: &Slot, size: usize, align: usize) -> Option<usize> 
             slot.cursor.set(start);
         }
         slot.end.set(new_end);
-        slot.next.set(grown);
+        slot.set_next(tape, grown);
         let (start, end) = fit(tape.base(), slot.cursor.get(), size, align, new_end)
             .expect("a claimed chunk fits the request it was claimed for");
         slot.cursor.set(end);
@@ -257,37 +274,82 @@ fn refill(tape: &Tape, slot: &Slot, size: usize, align: usize) -> Option<usize> 
 /// look-up of this thread's slots for all of it.
 #[inline(always)]
 pub(super) fn rewind_and_prime(tape: &Tape, offset: usize) {
+    let room = (tape.capacity() - offset) / 8;
+    rewind_and_prime_with(tape, offset, |slot| primed_len(slot.next.get(), room));
+}
+
+/// [`rewind_and_prime`] to 0: the chunk to hand is the one worked out at the last claim, a
+/// load. A function of its own, so that what it inlines is only what a clear runs.
+#[inline(always)]
+pub(super) fn clear_and_prime(tape: &Tape) {
+    rewind_and_prime_with(tape, 0, |slot| slot.primed.get());
+}
+
+/// [`rewind_and_prime`], `chunk` saying how long a chunk to hand the thread's slot.
+#[inline(always)]
+fn rewind_and_prime_with(tape: &Tape, offset: usize, chunk: impl FnOnce(&Slot) -> usize) {
     let (cursor, peak) = (&tape.counters.cursor, &tape.counters.peak);
     let generation = tape.generation.load(Relaxed);
-    // A u64 does not wrap in the life of a process (one rewind a nanosecond: 584 years).
-    let next_generation = generation.wrapping_add(1);
-    let room = (tape.capacity() - offset) / 8;
+    let next_generation = super::next_generation(generation);
     // Small enough to be inlined, as the take that follows is.
     let (unused, reserved) = SLOTS_HERE.with(|slots| {
-        let Some(slot) = slots.of(tape.id) else {
-            return (0, offset);
-        };
-        let unused = match slot.generation.get() == generation {
-            true => slot.end.get() - slot.cursor.get(),
-            false => 0,
-        };
-        let next = slot.next.get();
-        let len = next.min(room);
-        let end = if next != 0 && len >= MIN_CHUNK {
-            offset + len
-        } else {
-            offset
-        };
-        slot.generation.set(next_generation);
-        slot.start.set(offset);
-        slot.cursor.set(offset);
-        slot.end.set(end);
-        (unused, end)
+        // The usual case, a thread clearing the tape it takes from: its current chunk.
+        match slots.of_generation(generation) {
+            Some(slot) => {
+                let unused = slot.end.get() - slot.cursor.get();
+                (unused, prime(slot, offset, chunk(slot), next_generation))
+            }
+            None => (0, prime_stale(tape, slots, offset, next_generation)),
+        }
     });
     let used = cursor.load(Relaxed).saturating_sub(unused);
-    peak.store(peak.load(Relaxed).max(used), Relaxed);
+    // A store only for a new peak: in a steady loop of steps the peak stays put, and an
+    // unconditional `max` and store would chain every clear to the one before it through
+    // memory (store, reload, compare), which a predicted branch does not.
+    if used > peak.load(Relaxed) {
+        peak.store(used, Relaxed);
+    }
     tape.generation.store(next_generation, Relaxed);
     cursor.store(reserved, Relaxed);
+}
+
+/// Hands `slot` a fresh chunk of `len` bytes at `offset` of `generation`, and returns its end.
+#[inline(always)]
+fn prime(slot: &Slot, offset: usize, len: usize, generation: u64) -> usize {
+    let end = offset + len;
+    slot.generation.set(generation);
+    slot.start.set(offset);
+    slot.cursor.set(offset);
+    slot.end.set(end);
+    end
+}
+
+/// [`prime`] for a thread whose chunk of `tape` is not current (it was cleared by another
+/// thread, or the thread took nothing since), or which has no slot for it (then nothing is
+/// handed, and the cursor goes to `offset`). Out of line, so that the usual clear stays small
+/// enough to be inlined.
+#[cold]
+#[inline(never)]
+fn prime_stale(tape: &Tape, slots: &Slots, offset: usize, generation: u64) -> usize {
+    match slots.of(tape.id) {
+        Some(slot) => {
+            let len = primed_len(slot.next.get(), (tape.capacity() - offset) / 8);
+            prime(slot, offset, len, generation)
+        }
+        None => offset,
+    }
+}
+
+/// How long a chunk a clear or rewind hands a thread whose next claim asks for `next`, where
+/// `room` is an eighth of what is then free: the same bounds as a claim (at most `room`, and
+/// none below [`MIN_CHUNK`]; none for a thread not settled, whose `next` is 0).
+#[inline(always)]
+fn primed_len(next: usize, room: usize) -> usize {
+    let len = next.min(room);
+    match len >= MIN_CHUNK {
+        true => len,
+        false => 0,
+    }
 }
 
 /// The unused rest of this thread's chunk of `tape`: what [`Tape::used`] leaves out.
