@@ -269,7 +269,10 @@ impl Tape {
     /// asked for not being free at the cursor or in its own chunk, at most `N - 1` chunks of
     /// 64 KiB are held elsewhere. A chunk a thread leaves (for a fifth tape, or when it ends)
     /// keeps at most 64 KiB, and at most 8/7 of what the thread took from it, until the next
-    /// [`clear`](Tape::clear); a [`Lane`] gives its chunk back when dropped.
+    /// [`clear`](Tape::clear); a [`Lane`] gives its chunk back when dropped. A clear hands the
+    /// clearing thread a chunk of at most 1/64 of the tape at once, so that its first take
+    /// after it is a fast one; a thread that goes on to more than four other tapes before it
+    /// takes from this one again leaves that much behind until the next clear.
     ///
     /// The bytes are the caller's until the tape is [cleared](Tape::clear), rewound past them
     /// or dropped. Their contents are whatever was there before: zeroes on a fresh tape, but

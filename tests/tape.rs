@@ -1045,3 +1045,35 @@ fn a_scope_gives_nothing_back_across_a_clear() {
     assert_eq!(used_elsewhere(&tape), 16 << 10);
     assert!(offset(&tape, tape.take(16 << 10, 8).unwrap()) >= 16 << 10);
 }
+
+/// A clear hands the clearing thread a chunk at once; a thread that then moves on to more
+/// tapes than it has slots before taking from this one again leaves that chunk behind until
+/// the next clear: at most a 64th of the tape.
+#[test]
+fn a_clear_leaves_at_most_a_64th_behind_when_the_thread_moves_on() {
+    std::thread::spawn(|| {
+        let len = if cfg!(miri) { 64 << 10 } else { 1 << 20 };
+        let mut tape = Tape::start(len).unwrap();
+        let capacity = tape.capacity();
+        while tape.take(64, 64).is_some() {}
+        tape.clear();
+        // Five other tapes, each settled on: this tape loses its slot, primed chunk and all.
+        let others: Vec<Tape> = (0..5).map(|_| Tape::start(len).unwrap()).collect();
+        for other in &others {
+            for _ in 0..64 {
+                let _ = other.take(64, 64).unwrap();
+            }
+        }
+        let mut taken = 0;
+        while tape.take(64, 64).is_some() {
+            taken += 64;
+        }
+        // The stranded chunk, and the chunks' own documented slack (a cache line of alignment).
+        assert!(
+            taken >= capacity - capacity / 64 - 128,
+            "took {taken} of {capacity} after a clear and five other tapes"
+        );
+    })
+    .join()
+    .unwrap();
+}

@@ -26,8 +26,11 @@
 //! straight to the shared cursor, and grows the next chunk. A thread moves to a fresh chunk
 //! only when at most an eighth of its current one is left, so moving wastes at most that plus
 //! up to 127 bytes of alignment (a chunk starts on its own cache line unless it joins the
-//! previous one). A clear or rewind wastes nothing: it takes every chunk back (and, with
-//! `&mut`, hands the calling thread a fresh one at once: see [`rewind_and_prime`]).
+//! previous one). A clear or rewind takes every chunk back, and, with `&mut`, hands the calling
+//! thread a fresh one at once (see [`rewind_and_prime`]) of at most a [`PRIMED_SHARE`]th of
+//! what is free (and `MAX_CHUNK`): a thread that leaves the tape for more than [`SLOTS`] others
+//! before it takes from it again leaves that much behind until the next clear, which is why it
+//! is kept so small.
 //!
 //! So each thread holds at most one chunk of a given tape (of at most [`SLOTS`] tapes at
 //! once), and with `N` threads a take that fails leaves free less than it asked for at the
@@ -67,6 +70,16 @@ pub(super) const MIN_CHUNK: usize = 16;
 /// How many tapes a thread holds chunks of at once: a round robin over this many tapes stays
 /// on the fast path for each.
 pub(super) const SLOTS: usize = 4;
+
+/// A clear or rewind hands the calling thread a chunk of at most this share of what is free
+/// (1/64): small, since a thread that goes on to more than [`SLOTS`] other tapes before it
+/// takes from this one again leaves it behind until the next clear. Claims may take an eighth.
+#[cfg(not(loom))]
+pub(super) const PRIMED_SHARE: usize = 64;
+/// Under loom tapes are tiny, and a 64th of one is below `MIN_CHUNK`: an eighth, so that the
+/// models reach primed chunks.
+#[cfg(loom)]
+pub(super) const PRIMED_SHARE: usize = 8;
 
 /// On Apple silicon an uncontended compare-and-swap costs about as much as reaching a
 /// thread-local (a call there), so a tape takes through its shared cursor until one exchange
@@ -119,7 +132,8 @@ impl Slot {
     /// Sets what the next claim of `tape` asks for, and so what a clear hands the thread.
     fn set_next(&self, tape: &Tape, next: usize) {
         self.next.set(next);
-        self.primed.set(primed_len(next, tape.capacity() / 8));
+        self.primed
+            .set(primed_len(next, tape.capacity() / PRIMED_SHARE));
     }
 
     /// An empty chunk at `offset` of `generation`: the next claim joins on only if the
@@ -274,7 +288,7 @@ fn refill(tape: &Tape, slot: &Slot, size: usize, align: usize) -> Option<usize> 
 /// look-up of this thread's slots for all of it.
 #[inline(always)]
 pub(super) fn rewind_and_prime(tape: &Tape, offset: usize) {
-    let room = (tape.capacity() - offset) / 8;
+    let room = (tape.capacity() - offset) / PRIMED_SHARE;
     rewind_and_prime_with(tape, offset, |slot| primed_len(slot.next.get(), room));
 }
 
@@ -333,7 +347,7 @@ fn prime(slot: &Slot, offset: usize, len: usize, generation: u64) -> usize {
 fn prime_stale(tape: &Tape, slots: &Slots, offset: usize, generation: u64) -> usize {
     match slots.of(tape.id) {
         Some(slot) => {
-            let len = primed_len(slot.next.get(), (tape.capacity() - offset) / 8);
+            let len = primed_len(slot.next.get(), (tape.capacity() - offset) / PRIMED_SHARE);
             prime(slot, offset, len, generation)
         }
         None => offset,
@@ -341,7 +355,7 @@ fn prime_stale(tape: &Tape, slots: &Slots, offset: usize, generation: u64) -> us
 }
 
 /// How long a chunk a clear or rewind hands a thread whose next claim asks for `next`, where
-/// `room` is an eighth of what is then free: the same bounds as a claim (at most `room`, and
+/// `room` is a [`PRIMED_SHARE`]th of what is then free (at most `room`, and
 /// none below [`MIN_CHUNK`]; none for a thread not settled, whose `next` is 0).
 #[inline(always)]
 fn primed_len(next: usize, room: usize) -> usize {
