@@ -244,8 +244,12 @@ fn time_freeing<A>(
     timed.mul_f64(iters as f64 / (batches * arenas.len() as u64) as f64)
 }
 
-/// Enough tapes that a batch of clears takes far longer than reading the clock.
+/// Enough tapes that a batch of clears takes far longer than reading the clock, each with
+/// room for `len` bytes of takes plus what `Tape::take` documents a thread may leave behind:
+/// the chunk a clear hands it (a 64th of the tape) when it moves on to more than four other
+/// tapes before taking from this one again, as this loop over 512 tapes does.
 fn batch_of_tapes(len: usize) -> Vec<Tape> {
+    let len = len + len / 32;
     (0..512)
         .map(|_| Tape::on(Block::options().pinning(Pinning::Off).open(len).unwrap()))
         .collect()
