@@ -132,11 +132,13 @@ pub struct Tape {
     /// [`Mark`] nor a thread's chunk of a dropped tape is mistaken for one of a new tape that
     /// got the same address.
     id: u64,
-    /// Moves on at every clear and rewind, so that every thread's chunk (see `per_thread`)
-    /// taken before is known to be gone. Unique among the generations of all tapes, ever
-    /// (see [`next_generation`]), so that it alone says whose chunk a thread's slot holds and
-    /// whether it is current: one comparison per take. Read by every take, written only when
-    /// nothing else runs: on the line after `counters`, with the block's address and length.
+    /// Moves on at a clear or rewind, so that every thread's chunk (see `per_thread`) taken
+    /// before is known to be gone; it stays only when no thread but the clearing one can hold
+    /// a chunk of it (see `per_thread::rewind_and_prime`). Unique among the generations of all
+    /// tapes, ever (see [`next_generation`]), so that it alone says whose chunk a thread's
+    /// slot holds and whether it is current: one comparison per take. Read by every take,
+    /// written only when nothing else runs: on the line after `counters`, with the block's
+    /// address and length.
     generation: AtomicU64,
     block: Block,
 }
@@ -200,6 +202,13 @@ struct Counters {
     /// use per-thread chunks only from then on (`per_thread::CAS_UNTIL_CONTENDED`). Written
     /// once, read by every take along with `cursor`, whose line it shares on purpose.
     contended: AtomicBool,
+    /// The address of the thread slot (see `per_thread`) holding the only chunk of this
+    /// generation that any thread may hold, or 0: a clear or rewind sets it to the slot it
+    /// hands a chunk, and a thread that claims a chunk (or grows one past its end) from
+    /// `cursor` sets it to 0, right after that exchange, on the line the exchange just wrote,
+    /// and only if it is not 0 yet. While it names the clearing thread's slot, a clear may keep
+    /// the generation (see `per_thread::rewind_and_prime`). No slot lies at address 0.
+    only_chunk: AtomicUsize,
 }
 
 /// A checkpoint in a [`Tape`], from [`Tape::mark`], to [`rewind`](Tape::rewind) to later.
@@ -422,6 +431,7 @@ impl Tape {
                 cursor: AtomicUsize::new(0),
                 peak: AtomicUsize::new(0),
                 contended: AtomicBool::new(false),
+                only_chunk: AtomicUsize::new(0),
             }),
             id: fresh_id(),
             generation: AtomicU64::new(fresh_generation_run()),
@@ -946,7 +956,7 @@ impl Tape {
         may_move: bool,
     ) -> Option<(usize, usize)> {
         let (base, capacity) = (self.base(), self.capacity());
-        self.advance(|cursor| {
+        let claimed = self.advance(|cursor| {
             let align = match cursor == after {
                 true => 1,
                 false if may_move => CHUNK_ALIGN,
@@ -957,7 +967,42 @@ impl Tape {
                 return None;
             }
             fit(base, cursor, len, align, capacity)
-        })
+        });
+        if claimed.is_some() {
+            self.note_claim();
+        }
+        claimed
+    }
+
+    /// After a thread claimed a chunk, or grew one past its end, at the shared cursor: the
+    /// next clear or rewind must move the generation on. (Relaxed: a clear happens after every
+    /// take, through `&mut` or `clear_shared`'s contract, and so sees it.)
+    #[inline]
+    fn note_claim(&self) {
+        let only_chunk = &self.counters.only_chunk;
+        if only_chunk.load(Relaxed) != 0 {
+            only_chunk.store(0, Relaxed);
+        }
+    }
+
+    /// Whether the chunk of the current generation held by the thread slot at address `slot`
+    /// is the only one any thread may hold: the last clear or rewind handed it, and no thread
+    /// claimed one since. Then a clear or rewind may keep the generation, handing that slot
+    /// its next chunk. Only when nothing else runs (`&mut`).
+    #[inline(always)]
+    fn only_chunk_is(&self, slot: usize) -> bool {
+        self.counters.only_chunk.load(Relaxed) == slot
+    }
+
+    /// Moves the generation on, ending every thread's chunk, and records that the thread slot
+    /// at address `slot` (0 for none) gets the only chunk of the new one. Returns the new
+    /// generation. Only when nothing else runs (`&mut`, or `clear_shared`'s contract).
+    #[inline]
+    fn renew_generation(&self, slot: usize) -> u64 {
+        let generation = next_generation(self.generation.load(Relaxed));
+        self.generation.store(generation, Relaxed);
+        self.counters.only_chunk.store(slot, Relaxed);
+        generation
     }
 
     /// Claims `len` bytes for a lane whose current chunk ends at `after`: right there if
@@ -1019,8 +1064,7 @@ impl Tape {
         peak.store(peak.load(Relaxed).max(used), Relaxed);
         cursor.store(offset, Relaxed);
         // Every thread's chunk is of the old generation now, so none hands out a byte again.
-        let generation = &self.generation;
-        generation.store(next_generation(generation.load(Relaxed)), Relaxed);
+        self.renew_generation(0);
     }
 
     /// The byte `offset` bytes into the block.
@@ -1145,5 +1189,33 @@ mod tests {
         let top = isize::MAX as usize;
         assert_eq!(fit(0x1000, top, usize::MAX, 1, top), None);
         assert_eq!(fit(0x1000, top, 1, 1 << (usize::BITS - 1), top), None);
+    }
+
+    /// The generation stays through a loop of takes and clears on one thread, whose chunk is
+    /// the only one of it, and moves on once another thread claims a chunk. (That it must move
+    /// on then, and when another thread clears, the integration tests show by the bytes.)
+    #[test]
+    #[cfg(not(loom))]
+    fn a_clear_keeps_the_generation_while_its_chunk_is_the_only_one() {
+        use crate::sync::Ordering::Relaxed;
+        let mut tape = super::Tape::start(1 << 20).unwrap();
+        let take_64s = |tape: &super::Tape, n: usize| {
+            for _ in 0..n {
+                let _ = tape.take(64, 8).unwrap();
+            }
+        };
+        take_64s(&tape, 100);
+        tape.clear();
+        let kept = tape.generation.load(Relaxed);
+        for _ in 0..10 {
+            take_64s(&tape, 8);
+            tape.clear();
+        }
+        assert_eq!(tape.generation.load(Relaxed), kept);
+        std::thread::scope(|s| {
+            s.spawn(|| take_64s(&tape, 100));
+        });
+        tape.clear();
+        assert_ne!(tape.generation.load(Relaxed), kept);
     }
 }

@@ -725,21 +725,22 @@ fn clears_past_a_run_of_generations_keep_chunks_right_on_both_tapes() {
     // A tape draws a fresh run of generations every 2^16 clears (2^4 under Miri): the clearing
     // thread keeps getting a chunk at 0, and its chunk of another tape is neither ended nor
     // mistaken for one of the cleared tape.
+    // Each step takes past the 256-byte chunk the clear handed (a 64th of the tape), so the
+    // thread claims another, and the next clear moves the generation on.
     let clears = if cfg!(miri) { 40 } else { (1 << 16) + 3 };
-    let mut cleared = tape(1 << 20);
+    let mut cleared = tape(16 << 10);
     let other = tape(1 << 20);
     take_64s(&cleared, 100);
     take_64s(&other, 100);
     let next_there = offset(&other, other.take(64, 8).unwrap()) + 64;
     for step in 0..clears {
         cleared.clear();
-        assert_eq!(
-            offset(&cleared, cleared.take(64, 8).unwrap()),
-            0,
-            "step {step}"
-        );
+        let firsts: Vec<usize> = (0..5)
+            .map(|_| offset(&cleared, cleared.take(64, 8).unwrap()))
+            .collect();
+        assert_eq!(firsts, [0, 64, 128, 192, 256], "step {step}");
     }
-    assert_eq!((cleared.used(), cleared.peak()), (64, 6400));
+    assert_eq!((cleared.used(), cleared.peak()), (320, 6400));
     assert_eq!(offset(&other, other.take(64, 8).unwrap()), next_there);
     assert_eq!(other.used(), 6400 + 128);
 }
@@ -1076,4 +1077,93 @@ fn a_clear_leaves_at_most_a_64th_behind_when_the_thread_moves_on() {
     })
     .join()
     .unwrap();
+}
+
+/// `n` takes of 64 bytes, as offset ranges.
+fn spans_of_64(tape: &Tape, n: usize) -> Vec<core::ops::Range<usize>> {
+    (0..n)
+        .map(|_| {
+            let start = offset(tape, tape.take(64, 8).unwrap());
+            start..start + 64
+        })
+        .collect()
+}
+
+/// No two of `spans` share a byte.
+fn assert_disjoint(mut spans: Vec<core::ops::Range<usize>>) {
+    spans.sort_by_key(|span| span.start);
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].end <= pair[1].start,
+            "two takes share bytes: {pair:?}"
+        );
+    }
+}
+
+// A clear keeps the tape's generation, and with it the chunk it hands the clearing thread,
+// only while that chunk is the only one of the generation. The next two tests break each
+// half of that condition: a chunk another thread claimed since, and a clear on a thread other
+// than the one the last clear handed its chunk.
+
+#[test]
+fn a_clear_ends_the_chunk_another_thread_claimed_after_the_last_clear() {
+    use std::sync::{Barrier, Mutex};
+    let tape = Mutex::new(tape(1 << 20));
+    let barrier = Barrier::new(2);
+    std::thread::scope(|s| {
+        let theirs = s.spawn(|| {
+            barrier.wait();
+            // Settles on the tape and claims chunks, the last one not used up.
+            take_64s(&tape.lock().unwrap(), 100);
+            barrier.wait();
+            barrier.wait();
+            spans_of_64(&tape.lock().unwrap(), 100)
+        });
+        {
+            let mut tape = tape.lock().unwrap();
+            take_64s(&tape, 100);
+            tape.clear(); // hands this thread a chunk
+        }
+        barrier.wait();
+        barrier.wait();
+        let mine = {
+            let mut tape = tape.lock().unwrap();
+            tape.clear();
+            // Well past the other thread's chunk from before the clear.
+            spans_of_64(&tape, 2000)
+        };
+        barrier.wait();
+        let theirs = theirs.join().unwrap();
+        assert_disjoint([mine, theirs].concat());
+    });
+}
+
+#[test]
+fn a_clear_ends_the_chunk_the_last_clear_handed_to_another_thread() {
+    use std::sync::{Barrier, Mutex};
+    let tape = Mutex::new(tape(1 << 20));
+    let barrier = Barrier::new(2);
+    std::thread::scope(|s| {
+        let theirs = s.spawn(|| {
+            barrier.wait();
+            let mut tape = tape.lock().unwrap();
+            // One take: exactly at the shared cursor, no chunk, no claim.
+            let _ = tape.take(8, 8).unwrap();
+            tape.clear();
+            spans_of_64(&tape, 4)
+        });
+        {
+            let mut tape = tape.lock().unwrap();
+            take_64s(&tape, 100);
+            tape.clear(); // hands this thread a chunk at 0
+        }
+        barrier.wait();
+        let theirs = theirs.join().unwrap();
+        assert_eq!(
+            theirs[0].start, 0,
+            "the other thread's clear left it the tape"
+        );
+        let mine = spans_of_64(&tape.lock().unwrap(), 4);
+        assert_disjoint([mine, theirs].concat());
+    });
 }

@@ -297,3 +297,54 @@ fn a_scope_gives_back_only_what_nobody_took_after() {
         assert!(scratch.end <= tape.capacity());
     });
 }
+
+/// A clear keeps the generation, and the chunk it hands the clearing thread with it, only
+/// while no other thread claimed a chunk since the last clear: here another thread claims one
+/// before the clear or after it, and takes on either side of it, under a lock that stands in
+/// for `&mut`. Whatever the order, nothing taken after the clear shares a byte.
+#[test]
+fn a_clear_after_another_thread_claimed_ends_its_chunk() {
+    loom::model(|| {
+        let tape = Tape::start(4096).expect("the heap backend gives small blocks");
+        let shared = Arc::new(loom::sync::Mutex::new((tape, false)));
+        {
+            let mut held = shared.lock().unwrap();
+            let tape = &mut held.0;
+            let _ = tape.take(8, 1).unwrap();
+            tape.clear(); // this thread's chunk, of 64 bytes at 0
+        }
+        let other = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                (0..2)
+                    .map(|_| {
+                        let held = shared.lock().unwrap();
+                        (held.1, span(&held.0, held.0.take(8, 1), 8))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let (mine, capacity) = {
+            let mut held = shared.lock().unwrap();
+            held.0.clear();
+            held.1 = true;
+            let tape = &held.0;
+            // The first from the chunk at 0; the rest exactly at the shared cursor, which the
+            // other thread's chunk lies past if it is from before the clear.
+            let mine: Vec<_> = (0..3).map(|_| span(tape, tape.take(64, 1), 64)).collect();
+            (mine, tape.capacity())
+        };
+        let theirs = other.join().unwrap();
+        let mut spans: Vec<_> = theirs
+            .into_iter()
+            .filter(|&(after_the_clear, _)| after_the_clear)
+            .map(|(_, span)| span)
+            .chain(mine)
+            .collect();
+        spans.sort_by_key(|span| span.start);
+        for pair in spans.windows(2) {
+            assert!(pair[0].end <= pair[1].start, "overlap: {pair:?}");
+        }
+        assert!(spans.iter().all(|span| span.end <= capacity));
+    });
+}
