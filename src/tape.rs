@@ -994,6 +994,12 @@ impl Tape {
         self.counters.only_chunk.load(Relaxed) == slot
     }
 
+    /// The only chunk of the generation moved, with its thread, to the slot at address `slot`.
+    #[inline]
+    fn only_chunk_moved_to(&self, slot: usize) {
+        self.counters.only_chunk.store(slot, Relaxed);
+    }
+
     /// Moves the generation on, ending every thread's chunk, and records that the thread slot
     /// at address `slot` (0 for none) gets the only chunk of the new one. Returns the new
     /// generation. Only when nothing else runs (`&mut`, or `clear_shared`'s contract).
@@ -1198,20 +1204,36 @@ mod tests {
     #[cfg(not(loom))]
     fn a_clear_keeps_the_generation_while_its_chunk_is_the_only_one() {
         use crate::sync::Ordering::Relaxed;
-        let mut tape = super::Tape::start(1 << 20).unwrap();
         let take_64s = |tape: &super::Tape, n: usize| {
             for _ in 0..n {
                 let _ = tape.take(64, 8).unwrap();
             }
         };
+        // A tape this thread took from first, so that the cleared one starts in a later slot
+        // and the first clear moves it to the front, where it stays.
+        let weights = super::Tape::start(1 << 20).unwrap();
+        take_64s(&weights, 100);
+        let mut tape = super::Tape::start(1 << 20).unwrap();
         take_64s(&tape, 100);
+        let next_weight = weights
+            .offset_of(weights.take(64, 8).unwrap().as_ptr())
+            .unwrap()
+            + 64;
+        assert!(!super::per_thread::in_front_here(&tape));
         tape.clear();
+        assert!(super::per_thread::in_front_here(&tape));
         let kept = tape.generation.load(Relaxed);
         for _ in 0..10 {
             take_64s(&tape, 8);
             tape.clear();
         }
         assert_eq!(tape.generation.load(Relaxed), kept);
+        let weight = weights.take(64, 8).unwrap().as_ptr();
+        assert_eq!(
+            weights.offset_of(weight),
+            Some(next_weight),
+            "the other tape's chunk, moved out of the front slot, serves on"
+        );
         std::thread::scope(|s| {
             s.spawn(|| take_64s(&tape, 100));
         });

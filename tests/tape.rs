@@ -1107,7 +1107,20 @@ fn assert_disjoint(mut spans: Vec<core::ops::Range<usize>>) {
 
 #[test]
 fn a_clear_ends_the_chunk_another_thread_claimed_after_the_last_clear() {
+    clear_after_another_thread_claimed(false);
+}
+
+/// The same, with the tape out of the front slot at the clear (this thread cleared another
+/// tape in between), so that the clear also moves its chunk to the front.
+#[test]
+fn a_clear_that_brings_a_tape_to_the_front_ends_chunks_others_claimed_too() {
+    clear_after_another_thread_claimed(true);
+}
+
+fn clear_after_another_thread_claimed(other_tape_between: bool) {
     use std::sync::{Barrier, Mutex};
+    let mut weights = tape(1 << 20);
+    take_64s(&weights, 100);
     let tape = Mutex::new(tape(1 << 20));
     let barrier = Barrier::new(2);
     std::thread::scope(|s| {
@@ -1126,6 +1139,11 @@ fn a_clear_ends_the_chunk_another_thread_claimed_after_the_last_clear() {
         }
         barrier.wait();
         barrier.wait();
+        if other_tape_between {
+            // Clearing the other tape brings it to the front slot, and this one out of it.
+            weights.clear();
+            take_64s(&weights, 1);
+        }
         let mine = {
             let mut tape = tape.lock().unwrap();
             tape.clear();

@@ -9,7 +9,8 @@
 //! any order) stays on the fast path for each. Any other take goes to [`take_slow`], which
 //! claims chunks from the tape's shared cursor with one atomic step each, as a
 //! [`Lane`](super::Lane) does; a tape that finds no slot takes over the one claimed longest
-//! ago (first in, first out).
+//! ago (first in, first out), and a tape the thread clears moves to the slot every take looks
+//! at first, counting as the newest.
 //!
 //! # What a chunk may waste
 //!
@@ -136,6 +137,18 @@ impl Slot {
         self.next.set(next);
         self.primed
             .set(primed_len(next, tape.capacity() / PRIMED_SHARE));
+    }
+
+    /// Trades everything with `other`.
+    fn swap(&self, other: &Slot) {
+        self.tape.swap(&other.tape);
+        self.generation.swap(&other.generation);
+        self.start.swap(&other.start);
+        self.cursor.swap(&other.cursor);
+        self.end.swap(&other.end);
+        self.next.swap(&other.next);
+        self.primed.swap(&other.primed);
+        self.taken.swap(&other.taken);
     }
 
     /// An empty chunk at `offset` of `generation`: the next claim joins on only if the
@@ -334,9 +347,14 @@ fn rewind_and_prime_with(tape: &Tape, offset: usize, chunk: impl FnOnce(&Slot) -
         match slots.of_generation(generation) {
             Some(slot) => {
                 let unused = slot.end.get() - slot.cursor.get();
-                if !tape.only_chunk_is(address(slot)) {
-                    renew_generation_for(tape, slot);
-                }
+                let slot = match core::ptr::eq(slot, &slots.slots[0]) {
+                    true if tape.only_chunk_is(address(slot)) => slot,
+                    true => {
+                        renew_generation_for(tape, slot);
+                        slot
+                    }
+                    false => to_front(tape, slots, slot),
+                };
                 (unused, prime(slot, offset, chunk(slot)))
             }
             None => (0, prime_stale(tape, slots, offset)),
@@ -359,6 +377,29 @@ fn rewind_and_prime_with(tape: &Tape, offset: usize, chunk: impl FnOnce(&Slot) -
 #[inline(never)]
 fn renew_generation_for(tape: &Tape, slot: &Slot) {
     slot.generation.set(tape.renew_generation(address(slot)));
+}
+
+/// Moves the current chunk of `tape` from `slot` to the first slot, which every take looks at
+/// first, and returns that: a tape being cleared is the one its thread takes from most. The
+/// first slot's tape takes `slot`'s place, and the moved tape counts as the one claimed last,
+/// so that the others lose their slots before it does. The chunk stays the only
+/// one of its generation if it was (the tape hears where it went); otherwise the generation
+/// moves on. (A tape moved out of the first slot whose chunk was the only one just looks as
+/// if it were not, and moves its generation on at its next clear.) Out of line: once a tape
+/// is in front it stays there while it is the only one cleared.
+#[cold]
+#[inline(never)]
+fn to_front<'s>(tape: &Tape, slots: &'s Slots, slot: &Slot) -> &'s Slot {
+    let front = &slots.slots[0];
+    let only = tape.only_chunk_is(address(slot));
+    slot.swap(front);
+    // The tape counts as the newest: the next tape without a slot takes the second one.
+    slots.oldest.set(1);
+    match only {
+        true => tape.only_chunk_moved_to(address(front)),
+        false => renew_generation_for(tape, front),
+    }
+    front
 }
 
 /// Where a slot lives: what [`Tape::only_chunk_is`] compares. A thread's slots stay put for
@@ -490,6 +531,17 @@ fn note_peak(tape: &Tape, slot: &Slot) {
     if used > peak.load(Relaxed) {
         peak.fetch_max(used, Relaxed);
     }
+}
+
+/// Whether the first slot, which every take looks at first, holds this thread's current chunk
+/// of `tape`.
+#[cfg(test)]
+pub(super) fn in_front_here(tape: &Tape) -> bool {
+    with_slots(|slots| {
+        slots
+            .current(tape)
+            .is_some_and(|slot| core::ptr::eq(slot, &slots.slots[0]))
+    })
 }
 
 /// Where this thread's chunk of `tape` stands: `(start, cursor, end)`, if it has a current one.
