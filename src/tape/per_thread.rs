@@ -99,10 +99,6 @@ struct Slot {
     /// tape's current one holds that tape's current chunk, whatever `tape` is compared. 0 for
     /// none.
     generation: Cell<u64>,
-    /// Offset of the chunk's first byte: the thread owns everything it handed out from
-    /// `start..cursor`, so resizing in place never reaches below it. A chunk that grows in
-    /// place (the next claim joins on) keeps its start.
-    start: Cell<usize>,
     /// Offset of the chunk's next free byte; `start <= cursor <= end`.
     cursor: Cell<usize>,
     /// Offset just past the chunk: the thread owns `cursor..end`.
@@ -115,6 +111,12 @@ struct Slot {
     primed: Cell<usize>,
     /// Bytes taken from this tape while not settled, up to `SETTLE`.
     taken: Cell<usize>,
+    /// Offset of the chunk's first byte: the thread owns everything it handed out from
+    /// `start..cursor`, so resizing in place never reaches below it. A chunk that grows in
+    /// place (the next claim joins on) keeps its start. Last, away from `cursor`: a clear
+    /// stores both, and stores to neighbours may be merged into one wide store, which the next
+    /// take's load of `cursor` then waits on for longer than on a store of its own size.
+    start: Cell<usize>,
 }
 
 impl Slot {
@@ -411,14 +413,12 @@ fn address(slot: &Slot) -> usize {
 }
 
 /// Hands `slot` a fresh chunk of `len` bytes at `offset` (of the generation it already
-/// names), and returns its end. Stores a bound only where it changes (see
-/// [`rewind_and_prime`]).
+/// names), and returns its end. Stores `end`, which every take loads, only where it changes
+/// (see [`rewind_and_prime`]); no take loads `start`.
 #[inline(always)]
 fn prime(slot: &Slot, offset: usize, len: usize) -> usize {
     let end = offset + len;
-    if slot.start.get() != offset {
-        slot.start.set(offset);
-    }
+    slot.start.set(offset);
     slot.cursor.set(offset);
     if slot.end.get() != end {
         slot.end.set(end);
