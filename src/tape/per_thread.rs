@@ -3,7 +3,8 @@
 //! Every thread has [`SLOTS`] slots, in a thread-local with a constant initialiser and no
 //! destructor (so no allocation, no lazy set-up, nothing to run at thread exit). A slot names
 //! the tape its chunk belongs to by the tape's identity, which no other tape ever gets, and by
-//! the tape's generation, which every clear and rewind moves on. A take whose tape sits in a
+//! the tape's generation, which clears and rewinds move on (see [`rewind_and_prime`] for when
+//! one keeps it). A take whose tape sits in a
 //! slot of the current generation bumps that slot's private cursor: no atomic step, no shared
 //! cache line. So a thread moving between up to [`SLOTS`] tapes (weights beside scratch, in
 //! any order) stays on the fast path for each. Any other take goes to [`take_slow`], which
