@@ -1,4 +1,4 @@
-//! The typed takes, written once for both [`Tape`] and [`Lane`](super::Lane).
+//! The typed takes, written once for both [`Tape`] and [`Lane`].
 
 use super::{Lane, Tape};
 use core::alloc::Layout;
