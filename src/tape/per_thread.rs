@@ -536,7 +536,7 @@ fn note_peak(tape: &Tape, slot: &Slot) {
 
 /// Whether the first slot, which every take looks at first, holds this thread's current chunk
 /// of `tape`.
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 pub(super) fn in_front_here(tape: &Tape) -> bool {
     with_slots(|slots| {
         slots
