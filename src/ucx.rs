@@ -118,7 +118,7 @@
 //! the same way. GPU memory, atomics, active messages and tagged messaging are not wrapped.
 
 use crate::block::Block;
-use crate::sys::ucx as sys;
+use crate::sys::ucx::{self as sys, Transfer};
 use core::fmt;
 use core::marker::PhantomData;
 use core::ops::Range;
@@ -574,27 +574,8 @@ impl<'w> Endpoint<'w> {
         remote_offset: usize,
         len: usize,
     ) -> Result<Request<'a>, Error> {
-        let (start, address) = self.ranges(local, offset, remote, remote_offset, len)?;
-        // SAFETY: the range is inside the registration (checked), which the request borrows;
-        // the caller keeps it unwritten until the request completes; the key covers the
-        // remote range as far as the peer declared it (checked).
-        let op = unsafe {
-            self.ep().put(
-                &self.worker.inner,
-                &local.registered,
-                start,
-                len,
-                address,
-                &remote.rkey,
-            )
-        }?;
-        Ok(Request {
-            worker: self.worker,
-            endpoint: self.ep(),
-            op,
-            operation: "put",
-            _borrows: PhantomData,
-        })
+        // SAFETY: the caller's promise, which is `start`'s for a put.
+        unsafe { self.start(Transfer::Put, local, offset, remote, remote_offset, len) }
     }
 
     /// Starts reading `len` bytes of the peer's memory at `remote_offset` from the remote
@@ -619,10 +600,32 @@ impl<'w> Endpoint<'w> {
         remote_offset: usize,
         len: usize,
     ) -> Result<Request<'a>, Error> {
+        // SAFETY: the caller's promise, which is `start`'s for a get.
+        unsafe { self.start(Transfer::Get, local, offset, remote, remote_offset, len) }
+    }
+
+    /// [`put`](Endpoint::put) or [`get`](Endpoint::get), as `transfer` says.
+    ///
+    /// # Safety
+    /// Until the request completes, nothing writes the local bytes `offset..offset + len`
+    /// (see [`put`](Endpoint::put)), and for a get nothing reads them either.
+    #[track_caller]
+    unsafe fn start<'a>(
+        &'a self,
+        transfer: Transfer,
+        local: &'a Registration<'_>,
+        offset: usize,
+        remote: &'a Remote<'_>,
+        remote_offset: usize,
+        len: usize,
+    ) -> Result<Request<'a>, Error> {
         let (start, address) = self.ranges(local, offset, remote, remote_offset, len)?;
-        // SAFETY: as for put; the caller keeps the bytes untouched until completion.
+        // SAFETY: the range is inside the registration (checked), which the request borrows;
+        // the caller keeps it untouched as `transfer` needs until the request completes; the
+        // key covers the remote range as far as the peer declared it (checked).
         let op = unsafe {
-            self.ep().get(
+            self.ep().transfer(
+                transfer,
                 &self.worker.inner,
                 &local.registered,
                 start,
@@ -635,7 +638,7 @@ impl<'w> Endpoint<'w> {
             worker: self.worker,
             endpoint: self.ep(),
             op,
-            operation: "get",
+            operation: transfer.name(),
             _borrows: PhantomData,
         })
     }

@@ -727,15 +727,17 @@ impl Endpoint {
         })
     }
 
-    /// Starts a put of `len` bytes at `local` to `remote` in the peer's memory.
+    /// Starts a `transfer` of `len` bytes between `local` and `remote` in the peer's memory.
     ///
     /// # Safety
-    /// `local..local + len` is inside `memory`, and nothing writes it until the operation is
-    /// complete (waited for, or abandoned); `rkey` is this endpoint's and covers
-    /// `remote..remote + len` in the peer (the public module checks that against the length
-    /// the peer declared).
-    pub(crate) unsafe fn put(
+    /// `local..local + len` is inside `memory`; until the operation is complete (waited for,
+    /// or abandoned) nothing writes those bytes, and for a get nothing reads them either;
+    /// `rkey` is this endpoint's and covers `remote..remote + len` in the peer (the public
+    /// module checks that against the length the peer declared).
+    #[allow(clippy::too_many_arguments, reason = "the operation's own arguments, as ucp.h has them")]
+    pub(crate) unsafe fn transfer(
         &self,
+        transfer: Transfer,
         worker: &Worker,
         memory: &Registered,
         local: NonNull<u8>,
@@ -744,50 +746,59 @@ impl Endpoint {
         rkey: &Rkey,
     ) -> Result<Op, Failure> {
         let param = request_param(Some(memory.handle));
-        let handle = self.live(worker, "ucp_put_nbx")?;
+        let call = transfer.call();
+        let handle = self.live(worker, call)?;
+        let api = worker.api();
         // SAFETY: the caller's promise; a live endpoint, key and memory handle.
         let op = unsafe {
-            (worker.api().put_nbx)(
-                handle,
-                local.as_ptr().cast(),
-                len,
-                remote,
-                rkey.handle,
-                &param,
-            )
+            match transfer {
+                Transfer::Put => (api.put_nbx)(
+                    handle,
+                    local.as_ptr().cast(),
+                    len,
+                    remote,
+                    rkey.handle,
+                    &param,
+                ),
+                Transfer::Get => (api.get_nbx)(
+                    handle,
+                    local.as_ptr().cast(),
+                    len,
+                    remote,
+                    rkey.handle,
+                    &param,
+                ),
+            }
         };
         // SAFETY: `op` came from this endpoint just now.
-        unsafe { worker.op("ucp_put_nbx", op) }
+        unsafe { worker.op(call, op) }
+    }
+}
+
+/// Which way a one-sided operation moves bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Transfer {
+    /// From local memory into the peer's (`ucp_put_nbx`).
+    Put,
+    /// From the peer's memory into local memory (`ucp_get_nbx`).
+    Get,
+}
+
+impl Transfer {
+    /// The entry point, as `ucp.h` names it.
+    fn call(self) -> &'static str {
+        match self {
+            Transfer::Put => "ucp_put_nbx",
+            Transfer::Get => "ucp_get_nbx",
+        }
     }
 
-    /// Starts a get of `len` bytes from `remote` in the peer's memory to `local`.
-    ///
-    /// # Safety
-    /// As for `put`, and nothing reads `local..local + len` either until it is complete.
-    pub(crate) unsafe fn get(
-        &self,
-        worker: &Worker,
-        memory: &Registered,
-        local: NonNull<u8>,
-        len: usize,
-        remote: u64,
-        rkey: &Rkey,
-    ) -> Result<Op, Failure> {
-        let param = request_param(Some(memory.handle));
-        let handle = self.live(worker, "ucp_get_nbx")?;
-        // SAFETY: the caller's promise; a live endpoint, key and memory handle.
-        let op = unsafe {
-            (worker.api().get_nbx)(
-                handle,
-                local.as_ptr().cast(),
-                len,
-                remote,
-                rkey.handle,
-                &param,
-            )
-        };
-        // SAFETY: `op` came from this endpoint just now.
-        unsafe { worker.op("ucp_get_nbx", op) }
+    /// The operation, as errors name it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Transfer::Put => "put",
+            Transfer::Get => "get",
+        }
     }
 }
 
